@@ -1,0 +1,311 @@
+"""Numba kernels for the hot paths: leaf scoring with top-k, batch neighbour search, cluster vote, sparse mixing.
+
+Every kernel takes plain arrays (CSR triples, slot tables) so that the Python side stays thin. Batch kernels
+split the queries into one contiguous chunk per thread: each chunk owns its scratch buffers, allocated once,
+so no per-query allocation is proportional to the catalogue size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Post-processors, as in PECOS: a transform of the raw score, multiplied along the tree path.
+POST_PROCESSORS = {"l1-hinge": 1, "l2-hinge": 2, "l3-hinge": 3, "l4-hinge": 4, "sigmoid": 0}
+
+
+@njit(cache=True, inline="always")
+def transform(v, post):
+    if post == 0:
+        return 1.0 / (1.0 + np.exp(-v))
+    h = max(1.0 - v, 0.0)
+    return np.exp(-(h**post))
+
+
+# ---------------------------------------------------------------- top-k heap (min-heap on score)
+@njit(cache=True, inline="always")
+def _heap_push(h_score, h_slot, size, k, score, slot):
+    """Keep the k best (score, slot) pairs; returns the new size. Ties prefer the smaller slot."""
+    if size < k:
+        i = size
+        size += 1
+    elif score > h_score[0] or (score == h_score[0] and slot < h_slot[0]):
+        i = 0  # replace the root, then sift down
+        while True:
+            left = 2 * i + 1
+            if left >= size:
+                break
+            child = left
+            right = left + 1
+            if right < size and _worse(h_score[right], h_slot[right], h_score[left], h_slot[left]):
+                child = right
+            if _worse(h_score[child], h_slot[child], score, slot):
+                h_score[i] = h_score[child]
+                h_slot[i] = h_slot[child]
+                i = child
+            else:
+                break
+        h_score[i] = score
+        h_slot[i] = slot
+        return size
+    else:
+        return size
+    while i > 0:  # sift up
+        parent = (i - 1) // 2
+        if _worse(score, slot, h_score[parent], h_slot[parent]):
+            h_score[i] = h_score[parent]
+            h_slot[i] = h_slot[parent]
+            i = parent
+        else:
+            break
+    h_score[i] = score
+    h_slot[i] = slot
+    return size
+
+
+@njit(cache=True, inline="always")
+def _worse(s1, i1, s2, i2):
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@njit(cache=True)
+def _heap_drain(h_score, h_slot, size, out_score, out_slot):
+    """Write the heap best-first into out_* (length k, padded with slot -1)."""
+    order = np.argsort(-h_score[:size], kind="mergesort")
+    # equal scores: smaller slot first, matching the heap's tie rule
+    for a in range(size):
+        out_score[a] = h_score[order[a]]
+        out_slot[a] = h_slot[order[a]]
+    i = 0
+    while i < size:
+        j = i
+        while j + 1 < size and out_score[j + 1] == out_score[i]:
+            j += 1
+        if j > i:
+            out_slot[i : j + 1] = np.sort(out_slot[i : j + 1])
+        i = j + 1
+    for a in range(size, out_slot.shape[0]):
+        out_score[a] = 0.0
+        out_slot[a] = -1
+
+
+# ---------------------------------------------------------------- leaf scoring
+@njit(cache=True, nogil=True)
+def _score_query(
+    q_idx, q_val,  # one query, sorted feature indices
+    beam_clusters, beam_scores,  # its top-b leaf clusters from the upper layers
+    chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,  # observed items, feature-major per cluster
+    base_slot_ptr,  # observed slots of cluster c: base_slot_ptr[c] .. base_slot_ptr[c+1]
+    cluster_head, slot_next,  # inserted items of cluster c: linked list through slot_next
+    w_ptr, w_idx, w_val,  # item-major weights of every slot (used for inserted items)
+    slot_bias, slot_alive, n_base, subset, post, k,
+    acc, dense_q, h_score, h_slot, out_score, out_slot,
+):
+    size = 0
+    nq = q_idx.shape[0]
+    for a in range(nq):
+        dense_q[q_idx[a]] = q_val[a]
+    for b in range(beam_clusters.shape[0]):
+        c = beam_clusters[b]
+        parent = beam_scores[b]
+        if subset != 2:  # observed items: binary search each query feature in the cluster's feature list
+            s0 = base_slot_ptr[c]
+            s1 = base_slot_ptr[c + 1]
+            for s in range(s0, s1):
+                acc[s - s0] = slot_bias[s]
+            lo = chunk_feat_ptr[c]
+            hi = chunk_feat_ptr[c + 1]
+            for a in range(nq):
+                f = q_idx[a]
+                # the chunk's features are sorted and so are the query's: search only to the right of the last hit
+                r = lo + np.searchsorted(chunk_feats[lo:hi], f)
+                if r < hi and chunk_feats[r] == f:
+                    v = q_val[a]
+                    for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
+                        acc[chunk_slot[p]] += v * chunk_val[p]
+                    lo = r + 1
+                else:
+                    lo = r
+                if lo >= hi:
+                    break
+            for s in range(s0, s1):
+                if slot_alive[s]:
+                    size = _heap_push(h_score, h_slot, size, k, transform(acc[s - s0], post) * parent, s)
+        if subset != 1:  # inserted items: gather against the dense query
+            s = cluster_head[c]
+            while s >= 0:
+                if slot_alive[s]:
+                    v = slot_bias[s]
+                    for p in range(w_ptr[s], w_ptr[s + 1]):
+                        v += w_val[p] * dense_q[w_idx[p]]
+                    size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
+                s = slot_next[s]
+    for a in range(nq):
+        dense_q[q_idx[a]] = 0.0
+    _heap_drain(h_score, h_slot, size, out_score, out_slot)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def leaf_topk(
+    x_ptr, x_idx, x_val, b_ptr, b_idx, b_val,
+    chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
+    cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    n_base, n_features, max_cluster_size, subset, post, k, n_threads,
+):
+    """Top-k slots and scores for each query row of X, given each row's beam clusters (CSR b_*).
+
+    subset: 0 every item, 1 observed (trained) items only, 2 inserted items only.
+    Returns (slots, scores), both (n, k); missing entries have slot -1.
+    """
+    n = x_ptr.shape[0] - 1
+    out_slot = np.full((n, k), -1, dtype=np.int64)
+    out_score = np.zeros((n, k), dtype=np.float32)
+    n_chunks = min(n, n_threads)  # numba's thread count is read by the caller: a global here defeats caching
+    for t in prange(n_chunks):
+        acc = np.zeros(max_cluster_size, dtype=np.float32)
+        dense_q = np.zeros(n_features, dtype=np.float32)
+        h_score = np.empty(k, dtype=np.float32)
+        h_slot = np.empty(k, dtype=np.int64)
+        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            _score_query(
+                x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]],
+                b_idx[b_ptr[i] : b_ptr[i + 1]], b_val[b_ptr[i] : b_ptr[i + 1]],
+                chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
+                cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
+                acc, dense_q, h_score, h_slot, out_score[i], out_slot[i],
+            )
+    return out_slot, out_score
+
+
+# ---------------------------------------------------------------- neighbour search (exact, inverted index)
+@njit(cache=True, nogil=True, parallel=True)
+def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, n_items, k, n_threads):
+    """Exact top-k items by inner product for each query row, through an inverted index (feature -> items).
+
+    Cost per query is the total length of its features' posting lists, independent of items it shares nothing
+    with. Returns (items, sims), (n, k); missing entries have item -1.
+    """
+    n = q_ptr.shape[0] - 1
+    out_item = np.full((n, k), -1, dtype=np.int64)
+    out_sim = np.zeros((n, k), dtype=np.float32)
+    n_chunks = min(n, n_threads)  # numba's thread count is read by the caller: a global here defeats caching
+    for t in prange(n_chunks):
+        acc = np.zeros(n_items, dtype=np.float32)
+        touched = np.empty(n_items, dtype=np.int64)
+        h_score = np.empty(k, dtype=np.float32)
+        h_slot = np.empty(k, dtype=np.int64)
+        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            n_touched = 0
+            for a in range(q_ptr[i], q_ptr[i + 1]):
+                f = q_idx[a]
+                v = q_val[a]
+                for p in range(inv_ptr[f], inv_ptr[f + 1]):
+                    j = inv_item[p]
+                    if acc[j] == 0.0:
+                        touched[n_touched] = j
+                        n_touched += 1
+                    acc[j] += v * inv_val[p]
+            size = 0
+            for a in range(n_touched):
+                j = touched[a]
+                size = _heap_push(h_score, h_slot, size, k, acc[j], j)
+                acc[j] = 0.0
+            _heap_drain(h_score, h_slot, size, out_sim[i], out_item[i])
+    return out_item, out_sim
+
+
+@njit(cache=True, nogil=True)
+def cluster_vote(nbr_items, nbr_sims, item_cluster, fallback):
+    """Leaf cluster per row: the cluster with the largest similarity-weighted vote of its neighbours.
+
+    Ties go to the cluster of the nearer neighbour; rows with no neighbour take fallback[i].
+    """
+    n, k = nbr_items.shape
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        best = -1
+        best_vote = -1.0
+        for a in range(k):
+            j = nbr_items[i, a]
+            if j < 0:
+                continue
+            c = item_cluster[j]
+            vote = 0.0
+            for b in range(k):
+                jb = nbr_items[i, b]
+                if jb >= 0 and item_cluster[jb] == c:
+                    vote += max(nbr_sims[i, b], 0.0)
+            if vote > best_vote:  # strict: earlier (nearer) neighbour wins ties
+                best_vote = vote
+                best = c
+        out[i] = best if best >= 0 else fallback[i]
+    return out
+
+
+# ---------------------------------------------------------------- sparse mixing of weight vectors
+@njit(cache=True, nogil=True)
+def mix_sparse(
+    src_item, src_coef,  # (n, m): for each output row, m source rows (-1 = none) and their coefficients
+    w_ptr, w_idx, w_val,  # source rows (item-major CSR)
+    self_ptr, self_idx, self_val, self_coef,  # each output row's own vector, times self_coef[i]
+    n_features, threshold, max_nnz,
+):
+    """out_i = sum_a src_coef[i,a] * W[src_item[i,a]] + self_coef[i] * S_i, pruned to |w| >= threshold
+    and to the max_nnz largest |w| (sorted indices). Returns a CSR triple."""
+    n, m = src_item.shape
+    dense = np.zeros(n_features, dtype=np.float32)
+    seen = np.full(n_features, -1, dtype=np.int64)  # row that last touched a feature (sums may cancel to 0)
+    touched = np.empty(n_features, dtype=np.int64)
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    cap = max(1, n * max_nnz)
+    out_idx = np.empty(cap, dtype=np.int32)
+    out_val = np.empty(cap, dtype=np.float32)
+    nnz = 0
+    for i in range(n):
+        n_touched = 0
+        for a in range(m):
+            j = src_item[i, a]
+            if j < 0:
+                continue
+            c = src_coef[i, a]
+            for p in range(w_ptr[j], w_ptr[j + 1]):
+                f = w_idx[p]
+                if seen[f] != i:
+                    seen[f] = i
+                    touched[n_touched] = f
+                    n_touched += 1
+                dense[f] += c * w_val[p]
+        c = self_coef[i]
+        for p in range(self_ptr[i], self_ptr[i + 1]):
+            f = self_idx[p]
+            if seen[f] != i:
+                seen[f] = i
+                touched[n_touched] = f
+                n_touched += 1
+            dense[f] += c * self_val[p]
+        # keep |w| >= threshold, then the max_nnz largest by magnitude
+        kept = 0
+        for a in range(n_touched):
+            f = touched[a]
+            if abs(dense[f]) >= threshold and dense[f] != 0.0:  # a zero sum is never stored
+                touched[kept] = f
+                kept += 1
+            else:
+                dense[f] = 0.0
+        sel = touched[:kept]
+        if kept > max_nnz:
+            mags = np.empty(kept, dtype=np.float32)
+            for a in range(kept):
+                mags[a] = -abs(dense[sel[a]])
+            order = np.argsort(mags, kind="mergesort")
+            for a in range(max_nnz, kept):
+                dense[sel[order[a]]] = 0.0
+            sel = sel[order[:max_nnz]]
+        sel = np.sort(sel)
+        for a in range(sel.shape[0]):
+            out_idx[nnz] = sel[a]
+            out_val[nnz] = dense[sel[a]]
+            dense[sel[a]] = 0.0
+            nnz += 1
+        out_ptr[i + 1] = nnz
+    return out_ptr, out_idx[:nnz].copy(), out_val[:nnz].copy()
