@@ -1,0 +1,30 @@
+"""Assign: the leaf cluster of the existing tree that a new item joins."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as smat
+from sklearn.preprocessing import normalize
+
+from .. import kernels
+
+
+def assign_vote(nbr_items: np.ndarray, nbr_sims: np.ndarray, item_cluster: np.ndarray, fallback: np.ndarray):
+    """Default: the cluster with the largest similarity-weighted vote of the item's neighbours."""
+    return kernels.cluster_vote(nbr_items, nbr_sims, item_cluster, np.asarray(fallback, dtype=np.int64))
+
+
+def leaf_centroids(Z: smat.spmatrix, item_cluster: np.ndarray, n_clusters: int) -> smat.csr_matrix:
+    """Normalised mean representation of each leaf cluster's items (clusters x features)."""
+    n = Z.shape[0]
+    C = smat.csr_matrix((np.ones(n, dtype=np.float32), (item_cluster, np.arange(n))), shape=(n_clusters, n))
+    return normalize(C @ Z).tocsr()
+
+
+def assign_centroid(Q: smat.csr_matrix, centroids: smat.csr_matrix) -> np.ndarray:
+    """Alternative: the leaf cluster whose centroid is nearest to the item's representation."""
+    Q = normalize(Q)
+    out = np.empty(Q.shape[0], dtype=np.int64)
+    for start in range(0, Q.shape[0], 4096):  # bounded dense block: rows x clusters
+        out[start : start + 4096] = (Q[start : start + 4096] @ centroids.T).toarray().argmax(axis=1)
+    return out
