@@ -1,0 +1,91 @@
+"""`python -m xrmeta.train`: train an xrmeta model on a dataset's zero-shot split and save it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numba
+
+from .data import load_dataset, make_zero_shot_split
+from .featurize import FeaturizerConfig
+from .kernels import POST_PROCESSORS
+from .model import ASSIGNERS, ColdStartConfig, XRMetaModel
+from .coldstart import GENERATORS
+from .tree import LABEL_EMBEDDINGS, TreeConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m xrmeta.train",
+        description="Train XR-Linear on the observed items of a seeded zero-shot split (a random share of items is "
+        "held out as novel, never seen in training) and save the model directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True,
+                   help="homedepot | pricerunner | synthetic | a directory in Extreme Classification Repository format")
+    p.add_argument("--model-dir", required=True, type=Path, help="where to write the model")
+    p.add_argument("--novel-frac", type=float, default=0.1, help="share of items held out as novel (cold start)")
+    p.add_argument("--test-frac", type=float, default=0.2, help="share of queries held out for testing")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the clustering")
+    p.add_argument("--export-novel", type=Path, help="write the novel items as an 'id<TAB>title' file for add_items")
+    g = p.add_argument_group("features (TF-IDF: word 1-grams, word 2-grams, char 3-grams in word boundaries)")
+    g.add_argument("--max-feature", type=int, default=0, help="max terms per n-gram block (0 = all)")
+    g.add_argument("--min-df", type=int, default=1, help="min number of texts a term must appear in")
+    g = p.add_argument_group("tree (XR-Linear)")
+    g.add_argument("--label-embedding", choices=LABEL_EMBEDDINGS, default="pifa",
+                   help="item embedding for clustering: PIFA, own title TF-IDF, or alpha*PIFA + (1-alpha)*title")
+    g.add_argument("--mix-alpha", type=float, default=0.5, help="PIFA weight for --label-embedding mix")
+    g.add_argument("--branching", type=int, default=16, help="children per tree node")
+    g.add_argument("--max-leaf-size", type=int, default=100, help="max items per leaf cluster")
+    g.add_argument("--threshold", type=float, default=0.1, help="weight pruning epsilon: drop |w| below it")
+    g.add_argument("--beam-size", type=int, default=10, help="default beam size at query time")
+    g.add_argument("--post-processor", choices=sorted(POST_PROCESSORS), default="l3-hinge",
+                   help="score transform multiplied along the tree path")
+    g = p.add_argument_group("cold start")
+    g.add_argument("--k", type=int, default=3, help="nearest observed items per new item")
+    g.add_argument("--assign", choices=ASSIGNERS, default="vote", help="leaf cluster of a new item")
+    g.add_argument("--generator", choices=sorted(GENERATORS), default="mean", help="how a new classifier is made")
+    g.add_argument("--max-nnz", type=int, default=256, help="non-zero weights kept per synthesized classifier")
+    p.add_argument("--threads", type=int, default=-1, help="threads for training (-1 = all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        data = load_dataset(args.dataset)
+        split = make_zero_shot_split(data, novel_frac=args.novel_frac, test_frac=args.test_frac, seed=args.seed)
+        if args.threads > 0:
+            numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        model = XRMetaModel.train(
+            [data.query_texts[i] for i in split.train_queries], split.Y_train,
+            [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
+            FeaturizerConfig(max_feature=args.max_feature, min_df=args.min_df),
+            TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha, branching=args.branching,
+                       max_leaf_size=args.max_leaf_size, threshold=args.threshold, beam_size=args.beam_size,
+                       post_processor=args.post_processor, seed=args.seed),
+            ColdStartConfig(k=args.k, assign=args.assign, generator=args.generator, max_nnz=args.max_nnz),
+            threads=args.threads, verbose=not args.quiet,
+            info={"dataset": args.dataset,
+                  "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},
+        )
+        model.save(args.model_dir)
+        if args.export_novel:
+            args.export_novel.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.export_novel, "w", encoding="utf-8") as f:
+                for j in split.novel:
+                    f.write(f"{data.item_ids[j]}\t{' '.join(data.item_texts[j].split())}\n")
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"saved {args.model_dir} ({len(split.observed)} observed items, {len(split.novel)} novel held out)",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
