@@ -179,21 +179,29 @@ def leaf_topk(
 
 # ---------------------------------------------------------------- neighbour search (exact, inverted index)
 @njit(cache=True, nogil=True, parallel=True)
-def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, n_items, k, n_threads):
-    """Exact top-k items by inner product for each query row, through an inverted index (feature -> items).
+def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_val, n_items, n_features, k,
+             n_candidates, n_threads):
+    """Top-k items by inner product for each query row, through an inverted index (feature -> items).
 
-    Cost per query is the total length of its features' posting lists, independent of items it shares nothing
-    with. Returns (items, sims), (n, k); missing entries have item -1.
+    Cost per query is the length of its features' posting lists, not the catalogue size. With a full index and
+    n_candidates = 0 the result is exact. With impact-truncated posting lists (each keeps its largest weights),
+    the partial sums only nominate the n_candidates best items, which are then rescored exactly from their rows
+    (z_*), so every returned similarity is exact and only the candidate set is approximate.
+    Returns (items, sims), (n, k); missing entries have item -1.
     """
     n = q_ptr.shape[0] - 1
     out_item = np.full((n, k), -1, dtype=np.int64)
     out_sim = np.zeros((n, k), dtype=np.float32)
     n_chunks = min(n, n_threads)  # numba's thread count is read by the caller: a global here defeats caching
+    n_cand = n_candidates if n_candidates > 0 else k
     for t in prange(n_chunks):
         acc = np.zeros(n_items, dtype=np.float32)
         touched = np.empty(n_items, dtype=np.int64)
+        dense_q = np.zeros(n_features, dtype=np.float32)
+        c_score = np.empty(n_cand, dtype=np.float32)
+        c_item = np.empty(n_cand, dtype=np.int64)
         h_score = np.empty(k, dtype=np.float32)
-        h_slot = np.empty(k, dtype=np.int64)
+        h_item = np.empty(k, dtype=np.int64)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             n_touched = 0
             for a in range(q_ptr[i], q_ptr[i + 1]):
@@ -201,16 +209,30 @@ def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, n_items, k, n_thre
                 v = q_val[a]
                 for p in range(inv_ptr[f], inv_ptr[f + 1]):
                     j = inv_item[p]
-                    if acc[j] == 0.0:
+                    if acc[j] == 0.0:  # weights are positive, so a touched item never sums to 0
                         touched[n_touched] = j
                         n_touched += 1
                     acc[j] += v * inv_val[p]
             size = 0
             for a in range(n_touched):
                 j = touched[a]
-                size = _heap_push(h_score, h_slot, size, k, acc[j], j)
+                size = _heap_push(c_score, c_item, size, n_cand, acc[j], j)
                 acc[j] = 0.0
-            _heap_drain(h_score, h_slot, size, out_sim[i], out_item[i])
+            if n_candidates > 0:
+                for a in range(q_ptr[i], q_ptr[i + 1]):
+                    dense_q[q_idx[a]] = q_val[a]
+                n_best = 0
+                for a in range(size):
+                    j = c_item[a]
+                    sim = 0.0
+                    for p in range(z_ptr[j], z_ptr[j + 1]):
+                        sim += z_val[p] * dense_q[z_idx[p]]
+                    n_best = _heap_push(h_score, h_item, n_best, k, sim, j)
+                for a in range(q_ptr[i], q_ptr[i + 1]):
+                    dense_q[q_idx[a]] = 0.0
+                _heap_drain(h_score, h_item, n_best, out_sim[i], out_item[i])
+            else:
+                _heap_drain(c_score, c_item, size, out_sim[i], out_item[i])
     return out_item, out_sim
 
 

@@ -36,6 +36,7 @@ from .tree import TreeConfig, UpperLayers, train_xlinear
 
 FORMAT_VERSION = 1
 ASSIGNERS = ("vote", "centroid")
+SELECTORS = ("pruned", "exact")
 
 
 class ModelError(ValueError):
@@ -45,6 +46,9 @@ class ModelError(ValueError):
 @dataclass
 class ColdStartConfig:
     k: int = 3  # neighbours per new item
+    selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
+    max_postings: int = 32  # pruned: postings kept per feature
+    n_candidates: int = 64  # pruned: candidates rescored exactly
     assign: str = "vote"  # vote | centroid
     generator: str = "mean"
     max_nnz: int = 256  # non-zeros kept per synthesized classifier
@@ -53,6 +57,10 @@ class ColdStartConfig:
     def validate(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+        if self.max_postings < 1 or self.n_candidates < self.k:
+            raise ValueError("max_postings must be >= 1 and n_candidates >= k")
         if self.assign not in ASSIGNERS:
             raise ValueError(f"assign must be one of {ASSIGNERS}, got {self.assign!r}")
         if self.max_nnz < 1:
@@ -132,7 +140,7 @@ class XRMetaModel:
         upper = UpperLayers.load(workdir / "upper", catalog.n_clusters)
         label_slot = np.array([catalog.slot_of[i] for i in item_ids], dtype=np.int64)
         slot_label = np.argsort(label_slot)
-        selector = Selector(Z[slot_label])
+        selector = make_selector(Z[slot_label], configs.coldstart)
         calibration = _calibrate(X, Y, catalog, selector, label_slot, configs.tree.seed)
         step("catalog + selector")
         info = dict(info or {}, n_train_queries=int(Y.shape[0]), n_observed_items=int(Y.shape[1]),
@@ -271,8 +279,14 @@ class XRMetaModel:
         with np.load(folder / "selector.npz") as z:
             Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             label_slot = z["label_slot"]
-        return cls(folder, featurizer, upper, catalog, Selector(Z), label_slot, configs,
+        return cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
                    Calibration(**config["calibration"]), config["info"])
+
+
+def make_selector(Z: smat.spmatrix, config: ColdStartConfig) -> Selector:
+    if config.selector == "exact":
+        return Selector(Z)
+    return Selector(Z, max_postings=config.max_postings, n_candidates=config.n_candidates)
 
 
 def _csr_topk(P: smat.csr_matrix, k: int, col_map: np.ndarray):

@@ -11,7 +11,7 @@ import numba
 from .data import load_dataset, make_zero_shot_split
 from .featurize import FeaturizerConfig
 from .kernels import POST_PROCESSORS
-from .model import ASSIGNERS, ColdStartConfig, XRMetaModel
+from .model import ASSIGNERS, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
 from .tree import LABEL_EMBEDDINGS, TreeConfig
 
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score transform multiplied along the tree path")
     g = p.add_argument_group("cold start")
     g.add_argument("--k", type=int, default=3, help="nearest observed items per new item")
+    g.add_argument("--selector", choices=SELECTORS, default="pruned",
+                   help="neighbour search: exact inverted index, or pruned (posting lists truncated to "
+                   "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
+    g.add_argument("--max-postings", type=int, default=32, help="pruned selector: postings kept per feature")
+    g.add_argument("--n-candidates", type=int, default=64, help="pruned selector: candidates rescored exactly")
     g.add_argument("--assign", choices=ASSIGNERS, default="vote", help="leaf cluster of a new item")
     g.add_argument("--generator", choices=sorted(GENERATORS), default="mean", help="how a new classifier is made")
     g.add_argument("--max-nnz", type=int, default=256, help="non-zero weights kept per synthesized classifier")
@@ -67,7 +72,8 @@ def main(argv=None) -> int:
             TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha, branching=args.branching,
                        max_leaf_size=args.max_leaf_size, threshold=args.threshold, beam_size=args.beam_size,
                        post_processor=args.post_processor, seed=args.seed),
-            ColdStartConfig(k=args.k, assign=args.assign, generator=args.generator, max_nnz=args.max_nnz),
+            ColdStartConfig(k=args.k, selector=args.selector, max_postings=args.max_postings,
+                            n_candidates=args.n_candidates, assign=args.assign, generator=args.generator, max_nnz=args.max_nnz),
             threads=args.threads, verbose=not args.quiet,
             info={"dataset": args.dataset,
                   "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},

@@ -12,20 +12,28 @@ from .. import kernels
 
 
 class Selector:
-    """Exact K-nearest-neighbour search over observed items through an inverted index.
+    """K-nearest-neighbour search over observed items through an inverted index (feature -> items).
 
-    The index is the CSC form of the item matrix: a query row only visits items that share a feature with it,
-    so the cost per new item is the length of its features' posting lists, not the catalogue size.
+    A query row only visits items that share a feature with it. `max_postings=None` keeps every posting: exact
+    search. Character trigrams make some posting lists span much of the catalogue, so for fast insertion each
+    list can keep only its `max_postings` largest weights; the `n_candidates` best partial sums are then
+    rescored exactly. Similarities are always exact; only the candidate set is approximate.
     """
 
-    def __init__(self, Z: smat.spmatrix):
+    def __init__(self, Z: smat.spmatrix, max_postings: int | None = None, n_candidates: int = 64):
         Z = normalize(smat.csr_matrix(Z, dtype=np.float32))
+        Z.sort_indices()
         self.Z = Z
+        self.max_postings = max_postings
+        self.n_candidates = n_candidates if max_postings else 0
         inv = Z.tocsc()
         inv.sort_indices()
+        if max_postings:
+            inv = _truncate_columns(inv, max_postings)
         self.inv_ptr = inv.indptr.astype(np.int64)
         self.inv_item = inv.indices.astype(np.int64)
         self.inv_val = inv.data.astype(np.float32)
+        self.z_ptr = Z.indptr.astype(np.int64)
 
     @property
     def n_items(self) -> int:
@@ -38,5 +46,16 @@ class Selector:
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
         return kernels.knn_topk(
             Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
-            self.n_items, int(k), numba.get_num_threads(),
+            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
+            numba.get_num_threads(),
         )
+
+
+def _truncate_columns(M: smat.csc_matrix, keep: int) -> smat.csc_matrix:
+    """Keep each column's `keep` largest entries (impact-ordered truncation of posting lists)."""
+    col = np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))
+    order = np.lexsort((-M.data, col))  # by column, largest first
+    rank = np.arange(len(order)) - M.indptr[col[order]]
+    kept = np.sort(order[rank < keep])  # back to CSC order
+    indptr = np.searchsorted(col[kept], np.arange(M.shape[1] + 1))
+    return smat.csc_matrix((M.data[kept], M.indices[kept], indptr), shape=M.shape)

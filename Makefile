@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (train, insert cold-start items, evaluate on real data) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATASET ?= homedepot
+RUN := runs/$(DATASET)
+
+.PHONY: install demo test clean
+
+# torch first, from the CPU wheel on disk: libpecos would otherwise pull a multi-GB CUDA build.
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m xrmeta.train --dataset $(DATASET) --model-dir $(RUN)/model --export-novel $(RUN)/novel.tsv
+	$(PY) -m xrmeta.add_items --model-dir $(RUN)/model --items $(RUN)/novel.tsv
+	$(PY) -m xrmeta.evaluate --model-dir $(RUN)/model
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs
