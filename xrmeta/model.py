@@ -35,7 +35,7 @@ from .featurize import Featurizer, FeaturizerConfig
 from .tree import TreeConfig, UpperLayers, train_xlinear
 
 FORMAT_VERSION = 1
-ASSIGNERS = ("vote", "centroid")
+ASSIGNERS = ("vote", "centroid", "route")
 SELECTORS = ("pruned", "exact")
 
 
@@ -49,7 +49,7 @@ class ColdStartConfig:
     selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
     max_postings: int = 32  # pruned: postings kept per feature
     n_candidates: int = 64  # pruned: candidates rescored exactly
-    assign: str = "vote"  # vote | centroid
+    assign: str = "vote"  # vote | centroid | route (the leaf the tree sends the title to, as if a query)
     generator: str = "mean"
     max_nnz: int = 256  # non-zeros kept per synthesized classifier
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
@@ -182,6 +182,8 @@ class XRMetaModel:
             if no_nbr.any():
                 fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)
             clusters = assign_vote(nbrs, sims, slot_cluster, fallback)
+        elif cs.assign == "route":
+            clusters = self.upper.beams(S, beam_size=1).indices.astype(np.int64)
         else:
             clusters = assign_centroid(S, self.centroids)
         plan = self.generator.plan(nbrs, sims)

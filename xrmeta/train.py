@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
     g.add_argument("--max-postings", type=int, default=32, help="pruned selector: postings kept per feature")
     g.add_argument("--n-candidates", type=int, default=64, help="pruned selector: candidates rescored exactly")
-    g.add_argument("--assign", choices=ASSIGNERS, default="vote", help="leaf cluster of a new item")
+    g.add_argument("--assign", choices=ASSIGNERS, default="vote",
+                   help="leaf cluster of a new item: neighbours' vote, nearest centroid, or where the tree routes its title")
     g.add_argument("--generator", choices=sorted(GENERATORS), default="mean", help="how a new classifier is made")
     g.add_argument("--max-nnz", type=int, default=256, help="non-zero weights kept per synthesized classifier")
     p.add_argument("--threads", type=int, default=-1, help="threads for training (-1 = all cores)")
