@@ -18,12 +18,16 @@ class ItemsFileError(ValueError):
 
 def read_items(path: Path) -> tuple[list[str], list[str]]:
     """Read 'id<TAB>title' lines (UTF-8). Every line is checked before anything is inserted."""
-    ids, titles = [], []
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ItemsFileError(f"{path}: not UTF-8 (byte {e.start})") from None
-    for n, line in enumerate(text.splitlines(), 1):
+        line = raw[: e.start].count(b"\n") + 1
+        raise ItemsFileError(f"{path} line {line}: not UTF-8") from None
+    ids, titles, first_line = [], [], {}
+    # split on \n only: str.splitlines would also break titles at U+2028, form feeds and the like
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -32,6 +36,9 @@ def read_items(path: Path) -> tuple[list[str], list[str]]:
         item_id, title = parts[0].strip(), parts[1].strip()
         if not item_id or not title:
             raise ItemsFileError(f"{path} line {n}: empty {'id' if not item_id else 'title'}")
+        if item_id in first_line:
+            raise ItemsFileError(f"{path} line {n}: duplicate id {item_id!r} (first on line {first_line[item_id]})")
+        first_line[item_id] = n
         ids.append(item_id)
         titles.append(title)
     if not ids:

@@ -191,9 +191,9 @@ class Catalog:
         self.slot_alive.buf[slots] = False
 
     def _check_new_ids(self, ids: list[str]) -> None:
-        bad = [i for i in ids if not isinstance(i, str) or not i.strip() or "\n" in i or "\t" in i]
+        bad = [i for i in ids if not isinstance(i, str) or not i.strip() or any(c in i for c in "\r\n\t")]
         if bad:
-            raise CatalogError(f"add: item ids must be non-empty strings without tabs or newlines, got {bad[:5]}")
+            raise CatalogError(f"add: item ids must be non-empty strings without tabs or line breaks, got {bad[:5]}")
         if len(set(ids)) != len(ids):
             raise CatalogError("add: duplicate ids in the request")
         taken = [i for i in ids if i in self.slot_of]
@@ -208,6 +208,10 @@ class Catalog:
             raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
+            raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
+        if not X.has_sorted_indices:  # the kernel binary-searches each query's features
+            X = X.sorted_indices()
         return kernels.leaf_topk(
             X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
@@ -238,7 +242,7 @@ class Catalog:
         folder = Path(folder)
         with np.load(folder / "catalog.npz") as z:
             arrays = {key: z[key] for key in z.files}
-        ids = (folder / "catalog_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        ids = (folder / "catalog_ids.txt").read_bytes().decode("utf-8").split("\n")[:-1]
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{folder / 'catalog_ids.txt'}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor)

@@ -196,6 +196,7 @@ def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_va
     n_cand = n_candidates if n_candidates > 0 else k
     for t in prange(n_chunks):
         acc = np.zeros(n_items, dtype=np.float32)
+        seen = np.full(n_items, -1, dtype=np.int64)  # query row that last touched an item (sums may cancel)
         touched = np.empty(n_items, dtype=np.int64)
         dense_q = np.zeros(n_features, dtype=np.float32)
         c_score = np.empty(n_cand, dtype=np.float32)
@@ -209,7 +210,8 @@ def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_va
                 v = q_val[a]
                 for p in range(inv_ptr[f], inv_ptr[f + 1]):
                     j = inv_item[p]
-                    if acc[j] == 0.0:  # weights are positive, so a touched item never sums to 0
+                    if seen[j] != i:
+                        seen[j] = i
                         touched[n_touched] = j
                         n_touched += 1
                     acc[j] += v * inv_val[p]

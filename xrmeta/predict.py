@@ -29,9 +29,12 @@ def main(argv=None) -> int:
             raise ValueError("--k must be >= 1")
         raw = sys.stdin.buffer.read() if args.queries == "-" else Path(args.queries).read_bytes()
         try:
-            lines = raw.decode("utf-8").splitlines()
+            lines = [line.removesuffix("\r") for line in raw.decode("utf-8").split("\n")]
         except UnicodeDecodeError as e:
-            raise ValueError(f"{args.queries}: not UTF-8 (byte {e.start})") from None
+            line = raw[: e.start].count(b"\n") + 1
+            raise ValueError(f"{args.queries} line {line}: not UTF-8") from None
+        if lines and lines[-1] == "":  # the final newline ends the last query; it is not an empty query
+            lines.pop()
         model = XRMetaModel.load(args.model_dir)
         ids, scores = model.predict(lines, k=args.k, beam_size=args.beam_size, subset=args.subset,
                                     threads=args.threads)

@@ -1,0 +1,122 @@
+"""Shared helpers for the benchmark scripts: arguments, cached models, timing, markdown output.
+
+Models are trained once per (dataset, seed) by `xrmeta.train` itself (its `main`, same defaults as the command
+line) into benchmarks/out/models/<dataset>_s<seed>, and reloaded from there by every script and every repeat.
+Scripts never save into the cache directory, so what they insert stays in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from xrmeta import train as xtrain
+from xrmeta.data import XMCData, ZeroShotSplit, load_dataset
+from xrmeta.evaluate import split_for
+from xrmeta.model import XRMetaModel
+
+OUT = Path(__file__).resolve().parent / "out"
+DATASETS = ("homedepot", "pricerunner", "synthetic")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="pricerunner")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the clustering and the benchmark")
+    return p
+
+
+# ---------------------------------------------------------------- models and data
+def model_dir(dataset: str, seed: int) -> Path:
+    """The cached model for (dataset, seed), trained with `python -m xrmeta.train` defaults if missing."""
+    folder = OUT / "models" / f"{dataset}_s{seed}"
+    if not (folder / "config.json").exists():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"training {dataset} seed {seed} into {folder} (xrmeta.train defaults)")
+        t0 = time.perf_counter()
+        rc = xtrain.main(["--dataset", dataset, "--model-dir", str(tmp), "--seed", str(seed), "--quiet"])
+        if rc != 0:
+            raise SystemExit(f"xrmeta.train failed ({rc})")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)  # a crash mid-training never leaves a half-written cache
+        log(f"trained in {time.perf_counter() - t0:.1f} s")
+    return folder
+
+
+def load(dataset: str, seed: int) -> tuple[XRMetaModel, XMCData, ZeroShotSplit, Path]:
+    """(model fresh from disk, data, the split it was trained on, its directory)."""
+    folder = model_dir(dataset, seed)
+    model = XRMetaModel.load(folder)
+    data = load_dataset(dataset)
+    return model, data, split_for(model, data), folder
+
+
+def single_thread() -> None:
+    numba.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- timing
+def clock(fn, *args, **kwargs) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t0, out
+
+
+def repeat(fn, n: int) -> np.ndarray:
+    """Wall seconds of n calls of fn()."""
+    return np.array([clock(fn)[0] for _ in range(n)])
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- output
+def md_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "nan" if not np.isfinite(v) else f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import pecos
+
+    try:
+        from importlib.metadata import version
+
+        pecos_version = version("libpecos")
+    except Exception:
+        pecos_version = getattr(pecos, "__version__", "?")
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+            f"python {platform.python_version()}, numba {numba.__version__}, libpecos {pecos_version}, "
+            f"numpy {np.__version__}")
+
+
+def report(script: str, dataset: str, body: str, started: float) -> Path:
+    """Print body and write it to benchmarks/out/<script>_<dataset>.md with the command, machine and date."""
+    cmd = "/work/main/.venv/bin/python -m benchmarks." + script + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    head = (f"# {script} — {dataset}\n\n"
+            f"- command: `{cmd}`\n- dataset: {dataset}\n- machine: {machine()}\n"
+            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
+            f"- script runtime: {time.perf_counter() - started:.0f} s\n\n")
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{script}_{dataset}.md"
+    path.write_text(head + body + "\n")
+    print(head + body)
+    return path

@@ -1,0 +1,92 @@
+"""Featurizer: n-gram blocks, normalisation, vocabulary pruning, persistence."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from xrmeta.featurize import Featurizer, FeaturizerConfig
+
+TEXTS = ["red kettle steel", "blue kettle", "red lamp mini", "steel lamp pro max", "Blue Lamp"]
+
+
+def ngram_counts(texts, min_df=1):
+    """Distinct word 1-grams, word 2-grams and space-padded in-word char 3-grams with df >= min_df
+    (case-sensitive, whitespace tokens)."""
+    df = [Counter(), Counter(), Counter()]
+    for t in texts:
+        w = t.split()
+        df[0].update(set(w))
+        df[1].update(set(zip(w, w[1:])))
+        df[2].update({f" {x} "[i : i + 3] for x in w for i in range(len(x))})
+    return [sum(c >= min_df for c in d.values()) for d in df]
+
+
+@pytest.fixture(scope="module")
+def feat():
+    return Featurizer.train(TEXTS)
+
+
+def block_nnz(f: Featurizer, text: str) -> list[int]:
+    row = f.transform([text])
+    return np.diff(np.searchsorted(row.indices, f.block_offsets)).tolist()
+
+
+@pytest.mark.parametrize("min_df", [1, 2])
+def test_block_sizes_count_the_ngrams_and_add_up(min_df):
+    f = Featurizer.train(TEXTS, FeaturizerConfig(min_df=min_df))
+    assert f.block_sizes == ngram_counts(TEXTS, min_df)
+    assert f.n_features == sum(f.block_sizes) == f.block_offsets[-1]
+    assert f.transform(TEXTS).shape == (len(TEXTS), f.n_features)
+
+
+def test_blocks_are_word1_word2_char3_in_order(feat):
+    assert block_nnz(feat, "kettle")[:2] == [1, 0]
+    one, two, three = block_nnz(feat, "red kettle")
+    assert (one, two) == (2, 1) and three > 0
+
+
+def test_rows_are_l2_normalised_float32_sorted(feat):
+    X = feat.transform(TEXTS + ["kettle lamp"])
+    assert X.dtype == np.float32 and X.has_sorted_indices
+    np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(axis=1)).A1, 1.0, rtol=1e-6)
+
+
+def test_out_of_vocabulary_text_gives_an_empty_row(feat):
+    X = feat.transform(["qjqj", "red kettle", "wqw qjq"])
+    assert np.diff(X.indptr).tolist()[0] == 0 and np.diff(X.indptr)[2] == 0 and X[1].nnz > 0
+
+
+def test_min_df_drops_rare_terms():
+    rare = "mini"  # in one text only, and none of its 3-grams occurs elsewhere
+    assert Featurizer.train(TEXTS).transform([rare]).nnz > 0
+    f2 = Featurizer.train(TEXTS, FeaturizerConfig(min_df=2))
+    assert f2.transform([rare]).nnz == 0
+    assert block_nnz(f2, "red")[0] == 1  # "red" is in two texts: kept
+
+
+def test_max_feature_caps_each_block():
+    f = Featurizer.train(TEXTS, FeaturizerConfig(max_feature=3))
+    assert f.block_sizes == [3, 3, 3]
+
+
+def test_save_load_gives_the_same_vectors(feat, tmp_path):
+    feat.save(tmp_path / "a")
+    loaded = Featurizer.load(tmp_path / "a")
+    assert loaded.block_sizes == feat.block_sizes and loaded.config == feat.config
+    texts = TEXTS + ["kettle lamp", "Red steel max", "qjqj"]
+    A, B = feat.transform(texts), loaded.transform(texts)
+    assert (A != 0).toarray().tolist() == (B != 0).toarray().tolist()
+    np.testing.assert_allclose(B.toarray(), A.toarray(), rtol=1e-6)  # PECOS stores idf with 6 decimals
+    loaded.save(tmp_path / "b")
+    again = Featurizer.load(tmp_path / "b").transform(texts)
+    assert (again != B).nnz == 0  # a loaded featurizer round-trips exactly
+
+
+def test_empty_inputs():
+    with pytest.raises(ValueError, match="empty corpus"):
+        Featurizer.train([])
+    f = Featurizer.train(TEXTS)
+    assert f.transform([]).shape == (0, f.n_features)

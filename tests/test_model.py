@@ -1,0 +1,191 @@
+"""XRMetaModel: agreement with PECOS, cold start, removal, persistence, and rejection of bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as smat
+
+from xrmeta.catalog import CatalogError
+from xrmeta.model import ASSIGNERS, ModelError, XRMetaModel
+
+from .conftest import assert_topk_match, assert_unchanged, clone, dir_digest, own_rank, snapshot
+
+
+@pytest.fixture(scope="module")
+def X_test(trained, test_queries):
+    return trained.featurizer.transform(test_queries)
+
+
+# ---------------------------------------------------------------- correctness against PECOS
+@pytest.mark.parametrize("beam", [1, 5, 10])
+def test_predict_equals_pecos_without_inserts(trained, X_test, beam):
+    slots, scores = trained.predict_slots(X_test, k=20, beam_size=beam)
+    ref = trained.pecos_predict_slots(X_test, k=20, beam_size=beam)
+    assert (slots[:, 0] >= 0).all()
+    assert_topk_match(slots, scores, *ref, atol=1e-5)
+
+
+def test_observed_subset_equals_pecos_after_inserts(with_novel, X_test):
+    slots, scores = with_novel.predict_slots(X_test, k=20, beam_size=5, subset="observed")
+    assert_topk_match(slots, scores, *with_novel.pecos_predict_slots(X_test, k=20, beam_size=5), atol=1e-5)
+
+
+def test_predict_returns_ids(with_novel, test_queries):
+    ids, scores = with_novel.predict(test_queries[:5] + ["qjqj wqwq"], k=3)
+    assert ids.shape == scores.shape == (6, 3)
+    assert all(i in with_novel.catalog.slot_of for i in ids[:5].ravel())
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+# ---------------------------------------------------------------- cold start
+@pytest.mark.parametrize("generator,assign,subset,floors", [
+    ("mean_self", "centroid", "all", {1: 0.5, 5: 0.7}),  # own title vector in the classifier: found directly
+    ("mean", "vote", "inserted", {10: 0.35}),  # neighbours only: found among new items (chance: 10/200)
+    ("mean_self", "route", "all", {1: 0.85}),  # joins the leaf its title is routed to
+])
+def test_inserted_item_found_by_its_title(trained, novel, generator, assign, subset, floors):
+    titles, ids = novel
+    model = clone(trained, generator=generator, assign=assign)
+    slots = model.add_items(titles, ids)
+    found, _ = model.predict_slots(model.featurizer.transform(titles), k=max(floors), subset=subset)
+    rank = own_rank(found, slots)
+    rates = {k: float((rank < k).mean()) for k in floors}
+    assert all(rates[k] >= floor for k, floor in floors.items()), rates
+
+
+def test_removed_items_never_come_back(with_novel, data, split, novel, test_queries):
+    model = clone(with_novel)
+    rng = np.random.default_rng(5)
+    gone_trained = [data.item_ids[j] for j in rng.choice(split.observed, 100, replace=False)]
+    gone_new = [str(i) for i in rng.choice(novel[1], 50, replace=False)]
+    gone_slots = {model.catalog.slot_of[i] for i in gone_trained + gone_new}
+    before, _ = model.predict_slots(model.featurizer.transform(novel[0]), k=10)
+    model.remove_items(gone_trained + gone_new)
+    assert len(model.catalog) == len(with_novel.catalog) - 150
+    # their own titles, the test queries and the queries that hit them before
+    titles = [data.item_texts[data.item_ids.index(i)] for i in gone_trained] + novel[0]
+    X = model.featurizer.transform(titles + test_queries)
+    for subset in ("all", "observed", "inserted"):
+        slots, _ = model.predict_slots(X, k=100, beam_size=20, subset=subset)
+        assert not gone_slots & set(slots.ravel().tolist()), subset
+    assert gone_slots & set(before.ravel().tolist())  # they were found before removal
+    ids, _ = model.predict(titles[:20], k=50)
+    assert not set(gone_trained + gone_new) & set(ids.ravel())
+    with pytest.raises(CatalogError, match="unknown item ids"):
+        model.remove_items(gone_new[:1])
+
+
+def test_save_load_after_inserts_predicts_identically(saved_dir, novel, test_queries, tmp_path):
+    model = XRMetaModel.load(saved_dir)
+    model.add_items(*novel)
+    model.remove_items(novel[1][:5] + [model.catalog.ids[0]])
+    model.save(tmp_path)
+    loaded = XRMetaModel.load(tmp_path)
+    assert_unchanged(loaded.catalog, snapshot(model.catalog))
+    queries = novel[0] + test_queries[:300]
+    for subset in ("all", "inserted"):
+        a_ids, a_scores = model.predict(queries, k=10, subset=subset)
+        b_ids, b_scores = loaded.predict(queries, k=10, subset=subset)
+        np.testing.assert_array_equal(a_ids, b_ids)
+        np.testing.assert_array_equal(a_scores, b_scores)
+    # and the loaded model inserts exactly as the original does
+    extra = model.featurizer.transform(["brand new zuvo kettle b123"])
+    for a, b in zip(model.synthesize(extra), loaded.synthesize(extra)):
+        np.testing.assert_array_equal(smat.csr_matrix(a).toarray(), smat.csr_matrix(b).toarray())
+
+
+def test_freshly_trained_model_agrees_with_its_saved_copy(with_novel, novel, test_queries, tmp_path):
+    """PECOS stores idf values with 6 decimals, so a model straight from training and its saved copy featurize
+    queries up to float32 rounding: same results up to ties, scores within 1e-5."""
+    with_novel.save(tmp_path)
+    loaded = XRMetaModel.load(tmp_path)
+    assert_unchanged(loaded.catalog, snapshot(with_novel.catalog))
+    queries = novel[0] + test_queries[:300]
+    a = with_novel.predict_slots(with_novel.featurizer.transform(queries), k=10)
+    b = loaded.predict_slots(loaded.featurizer.transform(queries), k=10)
+    assert_topk_match(*a, *b)
+
+
+def test_add_then_save_in_place(saved_dir, novel, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(saved_dir, folder)
+    before = dir_digest(folder)
+    model = XRMetaModel.load(folder)
+    model.add_items(*novel)
+    model.save(folder)
+    after = dir_digest(folder)
+    assert after.keys() == before.keys()
+    changed = {p for p in before if before[p] != after[p]}
+    assert {"catalog.npz", "catalog_ids.txt", "config.json"} <= changed
+    assert changed <= {"catalog.npz", "catalog_ids.txt", "config.json", "selector.npz"}  # PECOS parts untouched
+    reloaded = XRMetaModel.load(folder)
+    assert len(reloaded.catalog) == 1800 + 200 and reloaded.info["n_inserted"] == 200
+    a = model.predict(novel[0], k=5, subset="inserted")
+    b = reloaded.predict(novel[0], k=5, subset="inserted")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("assign", ASSIGNERS)
+@pytest.mark.parametrize("generator", ["mean", "weighted", "self", "mean_self"])
+def test_every_generator_and_assigner_inserts_sparse_vectors(trained, novel, generator, assign):
+    model = clone(trained, generator=generator, assign=assign, max_nnz=24)
+    slots = model.add_items(novel[0][:40], novel[1][:40])
+    c = model.catalog
+    assert slots.tolist() == list(range(c.n_base, c.n_base + 40))
+    W = c.weights(slots)
+    nnz = np.diff(W.indptr)
+    assert (nnz <= 24).all() and (nnz > 0).mean() > 0.9
+    assert (np.abs(W.data) >= model.configs.tree.threshold).all() and np.isfinite(W.data).all()
+    assert np.isfinite(c.slot_bias.view[slots]).all()
+    clusters = c.slot_cluster.view[slots]
+    assert ((clusters >= 0) & (clusters < c.n_clusters)).all()
+    S = model.featurizer.transform(novel[0][:40])
+    if assign == "centroid":  # the nearest leaf centroid
+        sims = (S @ model.centroids.T).toarray()
+        np.testing.assert_allclose(sims[np.arange(40), clusters], sims.max(axis=1), rtol=1e-6)
+    elif assign == "route":  # the leaf the tree sends the title to
+        np.testing.assert_array_equal(clusters, model.upper.beams(S, 1).indices)
+
+
+# ---------------------------------------------------------------- bad input changes nothing
+TITLE = "vubo kettle steel b123"  # a valid title in the synthetic vocabulary
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: m.add_items([TITLE, ""], ["n1", "n2"]), ModelError, "empty or non-string title"),
+    (lambda m: m.add_items([TITLE, " \t "], ["n1", "n2"]), ModelError, "empty or non-string title"),
+    (lambda m: m.add_items([TITLE, TITLE], ["n1", "n1"]), CatalogError, "duplicate ids"),
+    (lambda m: m.add_items([TITLE, TITLE], ["n1", m.catalog.ids[3]]), CatalogError, "already in the catalogue"),
+    (lambda m: m.add_items([TITLE, TITLE], ["n1", m.catalog.ids[-1]]), CatalogError, "already in the catalogue"),
+    (lambda m: m.add_items([TITLE, TITLE], ["n1"]), ModelError, "2 titles for 1 ids"),
+    (lambda m: m.add_items([TITLE, "qjqj wqwq"], ["n1", "n2"]), ModelError, "share no n-gram"),
+    (lambda m: m.remove_items([m.catalog.ids[0], "no-such-id"]), CatalogError, "unknown item ids"),
+    (lambda m: m.remove_items([m.catalog.ids[0]] * 2), CatalogError, "duplicate ids"),
+    (lambda m: m.predict_slots(smat.csr_matrix((1, m.featurizer.n_features + 1), dtype=np.float32)),
+     ModelError, "features"),
+    (lambda m: m.catalog.add(["n1", "n2"], [0, 1], smat.csr_matrix(np.array(
+        [[np.nan] + [0.0] * (m.catalog.n_features - 1), [1.0] * m.catalog.n_features], np.float32)), [0.0, 0.0]),
+     CatalogError, "NaN"),
+    (lambda m: m.catalog.add(["n1"], [0], smat.csr_matrix((1, m.catalog.n_features), dtype=np.float32), [np.inf]),
+     CatalogError, "NaN or inf"),
+    (lambda m: m.catalog.add(["n1", "n2"], [0, m.catalog.n_clusters],
+                             smat.csr_matrix((2, m.catalog.n_features), dtype=np.float32), [0.0, 0.0]),
+     CatalogError, "cluster ids must be in"),
+    (lambda m: m.catalog.add(["n1"], [-1], smat.csr_matrix((1, m.catalog.n_features), dtype=np.float32), [0.0]),
+     CatalogError, "cluster ids must be in"),
+    (lambda m: m.catalog.add(["n1"], [0], smat.csr_matrix((1, 3), dtype=np.float32), [0.0]),
+     CatalogError, "expected"),
+], ids=["empty-title", "blank-title", "dup-id-in-batch", "id-trained", "id-inserted", "lengths", "unknown-ngrams",
+        "remove-unknown", "remove-dup", "query-dim", "nan-weight", "inf-bias", "cluster-high", "cluster-negative",
+        "weight-shape"])
+def test_bad_input_raises_and_changes_nothing(with_novel, call, error, match):
+    model = clone(with_novel)
+    snap = snapshot(model.catalog)
+    with pytest.raises(error, match=match):
+        call(model)
+    assert_unchanged(model.catalog, snap)
+    model.add_items([TITLE], ["n1"])  # the model still works, and "n1" was not taken
