@@ -41,15 +41,17 @@ def model_dir(dataset: str, seed: int) -> Path:
     """The cached model for (dataset, seed), trained with `python -m xrmeta.train` defaults if missing."""
     folder = OUT / "models" / f"{dataset}_s{seed}"
     if not (folder / "config.json").exists():
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
         log(f"training {dataset} seed {seed} into {folder} (xrmeta.train defaults)")
         t0 = time.perf_counter()
         rc = xtrain.main(["--dataset", dataset, "--model-dir", str(tmp), "--seed", str(seed), "--quiet"])
         if rc != 0:
             raise SystemExit(f"xrmeta.train failed ({rc})")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)  # a crash mid-training never leaves a half-written cache
+        if (folder / "config.json").exists():  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)  # a crash mid-training never leaves a half-written cache
         log(f"trained in {time.perf_counter() - t0:.1f} s")
     return folder
 

@@ -14,8 +14,6 @@ import time
 
 import numpy as np
 
-from xrmeta.coldstart import assign_centroid, assign_vote
-from xrmeta.coldstart.generate import synthesize
 from xrmeta.model import XRMetaModel
 
 from . import common as C
@@ -43,23 +41,11 @@ def add_items_steps(model: XRMetaModel, titles: list[str], ids: list[str], threa
     cs = model.configs.coldstart
     nbrs, sims = model.selector.search(S, cs.k)
     lap("select")
-    slot_cluster = model.catalog.slot_cluster.view
-    if cs.assign == "vote":
-        no_nbr = nbrs[:, 0] < 0
-        fallback = np.zeros(len(nbrs), dtype=np.int64)
-        if no_nbr.any():
-            fallback[no_nbr] = assign_centroid(S[no_nbr], model.centroids)
-        clusters = assign_vote(nbrs, sims, slot_cluster, fallback)
-    else:
-        clusters = assign_centroid(S, model.centroids)
+    clusters = model.assign(S, nbrs, sims)
     lap("assign")
-    plan = model.generator.plan(nbrs, sims)
-    threshold = model.configs.tree.threshold if cs.threshold is None else cs.threshold
-    c = model.catalog
-    weights, biases = synthesize(plan, nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view, c.w_val.view, S,
-                                 threshold, cs.max_nnz)
+    weights, biases = model.generate(S, nbrs, sims)
     lap("generate")
-    c.add(ids, clusters, weights, biases)
+    model.catalog.add(ids, clusters, weights, biases)
     lap("catalog add")
     return t
 
@@ -194,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale-queries", type=int, default=200, help="test queries for latency in the scale check")
     p.add_argument("--budget", type=float, default=300.0, help="seconds allowed for one decade of the scale check")
     args = p.parse_args(argv)
+    if args.repeats < 3:
+        p.error("need --repeats >= 3")
     started = time.perf_counter()
     C.single_thread()
     body = throughput(args.dataset, args.seed, args.repeats)

@@ -99,15 +99,16 @@ def time_online(fns: dict, rows: list) -> dict:
 
 
 def fixed_costs(pecos, model: XRMetaModel, k: int, n: int = 1000) -> str:
-    """Median µs of each call on an empty query (no feature, no beam): the per-call cost that online mode pays."""
+    """Median µs of each call on an empty query (no feature): the per-call cost that online mode pays. PECOS still
+    returns beam_size clusters (bias-only scores) for it, so `predict_slots` also scans those clusters."""
     E = smat.csr_matrix((1, model.featurizer.n_features), dtype=np.float32)
     EB = smat.csr_matrix((1, model.catalog.n_clusters), dtype=np.float32)
     calls = {
         "PECOS `predict` (whole model)": lambda: pecos.predict(E, beam_size=10, only_topk=k, threads=1),
         "xrmeta `predict_slots`": lambda: model.predict_slots(E, k=k, beam_size=10, threads=1),
-        "  of which `upper.beams` (PECOS call)": lambda: model.upper.beams(E, 10, 1),
-        "  of which `catalog.topk` (numba kernel)": lambda: model.catalog.topk(E, EB, k),
-        "  `np.zeros(n_features, float32)` (kernel's per-call dense query buffer)":
+        "· part: `upper.beams` (PECOS call; still returns beam clusters)": lambda: model.upper.beams(E, 10, 1),
+        "· part: `catalog.topk` given no beam (numba call overhead)": lambda: model.catalog.topk(E, EB, k),
+        "· inside it: `np.zeros(n_features, float32)` (per-call dense query buffer)":
             lambda: np.zeros(model.featurizer.n_features, np.float32),
     }
     rows = [[name, f"{np.median(C.repeat(f, n)) * 1e6:.1f}"] for name, f in calls.items()]
@@ -121,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="batch repeats (median)")
     p.add_argument("--online", type=int, default=1000, help="queries sampled for online mode (>= 500)")
     args = p.parse_args(argv)
+    if args.repeats < 5 or args.online < 500:
+        p.error("need --repeats >= 5 and --online >= 500")
     started = time.perf_counter()
     beams = [int(b) for b in args.beams.split(",")]
     C.single_thread()

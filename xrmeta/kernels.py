@@ -177,6 +177,20 @@ def leaf_topk(
     return out_slot, out_score
 
 
+@njit(cache=True, inline="always")
+def _scatter(idx, val, lo, hi, coef, dense, seen, stamp, touched, n_touched):
+    """dense[idx[p]] += coef * val[p] for p in [lo, hi); indices first touched under this stamp are listed in
+    touched (a stamp, not dense == 0, marks them: sums may cancel to 0). Returns the new touched count."""
+    for p in range(lo, hi):
+        f = idx[p]
+        if seen[f] != stamp:
+            seen[f] = stamp
+            touched[n_touched] = f
+            n_touched += 1
+        dense[f] += coef * val[p]
+    return n_touched
+
+
 # ---------------------------------------------------------------- neighbour search (exact, inverted index)
 @njit(cache=True, nogil=True, parallel=True)
 def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_val, n_items, n_features, k,
@@ -207,14 +221,8 @@ def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_va
             n_touched = 0
             for a in range(q_ptr[i], q_ptr[i + 1]):
                 f = q_idx[a]
-                v = q_val[a]
-                for p in range(inv_ptr[f], inv_ptr[f + 1]):
-                    j = inv_item[p]
-                    if seen[j] != i:
-                        seen[j] = i
-                        touched[n_touched] = j
-                        n_touched += 1
-                    acc[j] += v * inv_val[p]
+                n_touched = _scatter(inv_item, inv_val, inv_ptr[f], inv_ptr[f + 1], q_val[a], acc, seen, i,
+                                     touched, n_touched)
             size = 0
             for a in range(n_touched):
                 j = touched[a]
@@ -291,22 +299,10 @@ def mix_sparse(
             j = src_item[i, a]
             if j < 0:
                 continue
-            c = src_coef[i, a]
-            for p in range(w_ptr[j], w_ptr[j + 1]):
-                f = w_idx[p]
-                if seen[f] != i:
-                    seen[f] = i
-                    touched[n_touched] = f
-                    n_touched += 1
-                dense[f] += c * w_val[p]
-        c = self_coef[i]
-        for p in range(self_ptr[i], self_ptr[i + 1]):
-            f = self_idx[p]
-            if seen[f] != i:
-                seen[f] = i
-                touched[n_touched] = f
-                n_touched += 1
-            dense[f] += c * self_val[p]
+            n_touched = _scatter(w_idx, w_val, w_ptr[j], w_ptr[j + 1], src_coef[i, a], dense, seen, i, touched,
+                                 n_touched)
+        n_touched = _scatter(self_idx, self_val, self_ptr[i], self_ptr[i + 1], self_coef[i], dense, seen, i, touched,
+                             n_touched)
         # keep |w| >= threshold, then the max_nnz largest by magnitude
         kept = 0
         for a in range(n_touched):

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as smat
 from pecos.xmc.xlinear.model import XLinearModel
 
-from .catalog import Catalog, CatalogError
+from .catalog import Catalog
 from .coldstart import Selector, assign_centroid, assign_vote, leaf_centroids, make_generator
 from .coldstart.generate import Calibration, fit_calibration, synthesize
 from .featurize import Featurizer, FeaturizerConfig
@@ -173,25 +173,31 @@ class XRMetaModel:
 
     def synthesize(self, S: smat.csr_matrix):
         """Classifier weights, biases and leaf clusters for new items with title TF-IDF rows S."""
+        nbrs, sims = self.selector.search(S, self.configs.coldstart.k)
+        clusters = self.assign(S, nbrs, sims)
+        weights, biases = self.generate(S, nbrs, sims)
+        return weights, biases, clusters
+
+    def assign(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """Leaf cluster of each new item (rows of S, with its selected neighbours)."""
+        how = self.configs.coldstart.assign
+        if how == "route":
+            return self.upper.beams(S, beam_size=1).indices.astype(np.int64)
+        if how == "centroid":
+            return assign_centroid(S, self.centroids)
+        fallback = np.zeros(len(nbrs), dtype=np.int64)  # items with no neighbour at all go to the nearest centroid
+        no_nbr = nbrs[:, 0] < 0
+        if no_nbr.any():
+            fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)
+        return assign_vote(nbrs, sims, self.catalog.slot_cluster.view, fallback)
+
+    def generate(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray):
+        """Sparse classifier weights (CSR) and biases of new items, pruned like the trained ones."""
         cs = self.configs.coldstart
-        nbrs, sims = self.selector.search(S, cs.k)
-        slot_cluster = self.catalog.slot_cluster.view
-        if cs.assign == "vote":
-            no_nbr = nbrs[:, 0] < 0
-            fallback = np.zeros(len(nbrs), dtype=np.int64)
-            if no_nbr.any():
-                fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)
-            clusters = assign_vote(nbrs, sims, slot_cluster, fallback)
-        elif cs.assign == "route":
-            clusters = self.upper.beams(S, beam_size=1).indices.astype(np.int64)
-        else:
-            clusters = assign_centroid(S, self.centroids)
-        plan = self.generator.plan(nbrs, sims)
         threshold = self.configs.tree.threshold if cs.threshold is None else cs.threshold
         c = self.catalog
-        weights, biases = synthesize(plan, nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view, c.w_val.view, S,
-                                     threshold, cs.max_nnz)
-        return weights, biases, clusters
+        return synthesize(self.generator.plan(nbrs, sims), nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view,
+                          c.w_val.view, S, threshold, cs.max_nnz)
 
     @property
     def centroids(self) -> smat.csr_matrix:
