@@ -60,6 +60,22 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+class _Interner:
+    """Dense indices for keys in first-seen order, with the text given on first sight."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.texts: list[str] = []
+
+    def add(self, key: str, text: str) -> int:
+        i = self.index.setdefault(key, len(self.keys))
+        if i == len(self.keys):
+            self.keys.append(key)
+            self.texts.append(text)
+        return i
+
+
 def _binary_csr(rows, cols, shape) -> sp.csr_matrix:
     Y = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
@@ -217,11 +233,8 @@ def _parse_homedepot(lines: Iterable[str], file: str, min_relevance: float) -> X
     cols, rows = _csv_rows(lines, file, names)
     c_uid, c_title, c_term, c_rel = (cols[c] for c in names)
 
-    query_index: dict[str, int] = {}
-    query_texts: list[str] = []
-    item_index: dict[str, int] = {}
-    item_texts: list[str] = []
-    item_ids: list[str] = []
+    queries = _Interner()  # normalised query text -> index; keeps the first-seen text
+    items = _Interner()  # item id -> index; keeps the item's text
     # (query, item) -> [sum of ratings, number of rows]; a pair can be rated on several rows.
     ratings: dict[tuple[int, int], list[float]] = {}
 
@@ -240,13 +253,8 @@ def _parse_homedepot(lines: Iterable[str], file: str, min_relevance: float) -> X
         if not math.isfinite(r):
             raise _err(file, f"non-finite relevance {rel!r}", line)
 
-        q = query_index.setdefault(_norm(term), len(query_texts))
-        if q == len(query_texts):
-            query_texts.append(term)
-        i = item_index.setdefault(uid, len(item_ids))
-        if i == len(item_ids):
-            item_ids.append(uid)
-            item_texts.append(title)
+        q = queries.add(_norm(term), term)
+        i = items.add(uid, title)
         acc = ratings.setdefault((q, i), [0.0, 0])
         acc[0] += r
         acc[1] += 1
@@ -256,12 +264,12 @@ def _parse_homedepot(lines: Iterable[str], file: str, min_relevance: float) -> X
     i_pos = np.array([i for _, i in pos], dtype=np.int64)
 
     # Renumber queries so that only those with a positive remain, in first-seen order.
-    keep = np.zeros(len(query_texts), dtype=bool)
+    keep = np.zeros(len(queries.texts), dtype=bool)
     keep[q_pos] = True
     new_q = np.cumsum(keep) - 1
-    Y = _binary_csr(new_q[q_pos], i_pos, (int(keep.sum()), len(item_ids)))
-    texts = [t for t, k in zip(query_texts, keep) if k]
-    return XMCData("homedepot", texts, item_texts, item_ids, Y)
+    Y = _binary_csr(new_q[q_pos], i_pos, (int(keep.sum()), len(items.keys)))
+    texts = [t for t, k in zip(queries.texts, keep) if k]
+    return XMCData("homedepot", texts, items.texts, items.keys, Y)
 
 
 # ---------------------------------------------------------------- PriceRunner
@@ -278,11 +286,8 @@ def load_pricerunner(path: str | Path | None = None) -> XMCData:
         path = path / "pricerunner_aggregate.csv"
     file = str(path)
 
-    query_index: dict[str, int] = {}
-    query_texts: list[str] = []
-    item_index: dict[str, int] = {}
-    item_texts: list[str] = []
-    item_ids: list[str] = []
+    queries = _Interner()  # normalised query text -> index; keeps the first-seen text
+    items = _Interner()  # item id -> index; keeps the item's text
     q_pos: list[int] = []
     i_pos: list[int] = []
 
@@ -298,20 +303,15 @@ def load_pricerunner(path: str | Path | None = None) -> XMCData:
                     raise _err(file, "empty Cluster ID", line)
                 if not label:
                     raise _err(file, "empty Cluster Label", line)
-                q = query_index.setdefault(_norm(title), len(query_texts))
-                if q == len(query_texts):
-                    query_texts.append(title)
-                i = item_index.setdefault(cid, len(item_ids))
-                if i == len(item_ids):
-                    item_ids.append(cid)
-                    item_texts.append(label)
+                q = queries.add(_norm(title), title)
+                i = items.add(cid, label)
                 q_pos.append(q)
                 i_pos.append(i)
         except UnicodeDecodeError as e:
             raise _err(file, f"not valid UTF-8: {e.reason}") from None
 
-    Y = _binary_csr(q_pos, i_pos, (len(query_texts), len(item_ids)))
-    return XMCData("pricerunner", query_texts, item_texts, item_ids, Y)
+    Y = _binary_csr(q_pos, i_pos, (len(queries.texts), len(items.keys)))
+    return XMCData("pricerunner", queries.texts, items.texts, items.keys, Y)
 
 
 # ---------------------------------------------------------------- XC repository
