@@ -59,19 +59,22 @@ def test_topk_scores_cluster_items_by_hand(small):
 
 def test_add_appends_slots_and_grows_across_many_batches(small):
     rng = np.random.default_rng(3)
-    rows, biases = [], []
+    rows, biases, given = [], [], []
     for b in range(40):  # well past the initial capacity: buffers are reallocated several times
         W = smat.random(3, N_FEATURES, density=0.5, format="csr", random_state=b, dtype=np.float32)
         bias = rng.normal(size=3).astype(np.float32)
         slots = small.add([f"n{b}-{i}" for i in range(3)], np.array([b % 3, 2, 0]), W, bias)
-        assert slots.tolist() == list(range(5 + 3 * b, 8 + 3 * b))
+        # appended after every earlier slot (grouped by cluster); slot i holds the i-th given id
+        assert sorted(slots.tolist()) == list(range(5 + 3 * b, 8 + 3 * b))
+        assert [small.ids[s] for s in slots] == [f"n{b}-{i}" for i in range(3)]
         rows.append(W.toarray())
         biases.append(bias)
-    inserted = np.arange(5, small.n_slots)
+        given.append(slots)
+    inserted = np.concatenate(given)  # slot of each given row, in the order given
     assert small.is_inserted(inserted).all() and not small.is_inserted(np.arange(5)).any()
     np.testing.assert_array_equal(small.weights(inserted).toarray(), np.vstack(rows))
-    np.testing.assert_array_equal(small.slot_bias.view[5:], np.concatenate(biases))
-    assert len(small) == 5 + 120 and small.slot_of["n7-1"] == 5 + 3 * 7 + 1
+    np.testing.assert_array_equal(small.slot_bias.view[inserted], np.concatenate(biases))
+    assert len(small) == 5 + 120 and small.slot_of["n7-1"] == inserted[3 * 7 + 1]
     # cluster 2's linked list reaches every item added to it (and nothing else)
     slots, _ = small.topk(csr([[1, 1, 1, 1, 1]], N_FEATURES), one_beam(1, 2), k=200, subset="inserted")
     got = set(slots[slots >= 0].tolist())

@@ -135,7 +135,9 @@ def test_every_generator_and_assigner_inserts_sparse_vectors(trained, novel, gen
     model = clone(trained, generator=generator, assign=assign, max_nnz=24)
     slots = model.add_items(novel[0][:40], novel[1][:40])
     c = model.catalog
-    assert slots.tolist() == list(range(c.n_base, c.n_base + 40))
+    # new slots follow the trained ones (stored grouped by cluster); slot i holds the i-th given id
+    assert sorted(slots.tolist()) == list(range(c.n_base, c.n_base + 40))
+    assert [c.ids[s] for s in slots] == novel[1][:40]
     W = c.weights(slots)
     nnz = np.diff(W.indptr)
     assert (nnz <= 24).all() and (nnz > 0).mean() > 0.9

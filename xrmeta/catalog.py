@@ -13,6 +13,7 @@ Removal clears a slot's alive flag; slots are never reused, so an id's history i
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numba
@@ -75,6 +76,7 @@ class Catalog:
         self.slot_cluster = _Growable(a["slot_cluster"])
         self.slot_next = _Growable(a["slot_next"])
         self.cluster_head = np.array(a["cluster_head"], copy=True)
+        self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
         self.ids = list(ids)
         self.slot_of = {item_id: s for s, item_id in enumerate(self.ids) if self.slot_alive.buf[s]}
 
@@ -161,9 +163,11 @@ class Catalog:
             raise CatalogError(f"add: cluster ids must be in [0, {self.n_clusters})")
         if not (np.isfinite(W.data).all() and np.isfinite(biases).all()):
             raise CatalogError("add: weights contain NaN or inf")
+        # store the batch grouped by cluster: a query then reads each cluster's new items from one memory run
+        order = np.argsort(clusters, kind="stable")
+        W, clusters, biases = W[order], clusters[order], biases[order]
         W.sort_indices()
         first = self.n_slots
-        slots = np.arange(first, first + n, dtype=np.int64)
         self.w_idx.extend(W.indices.astype(np.int32))
         self.w_val.extend(W.data)
         self.w_ptr.extend(self.w_ptr.view[-1] + W.indptr[1:].astype(np.int64))
@@ -177,8 +181,11 @@ class Catalog:
         self.slot_next.extend(next_)
         # alive last: a slot becomes visible only once everything it points to is written
         self.slot_alive.extend(np.ones(n, dtype=bool))
-        self.ids.extend(ids)
-        self.slot_of.update(zip(ids, slots.tolist()))
+        slots = np.empty(n, dtype=np.int64)
+        slots[order] = np.arange(first, first + n)  # slot of the i-th given item
+        stored_ids = [ids[i] for i in order]
+        self.ids.extend(stored_ids)
+        self.slot_of.update(zip(stored_ids, range(first, first + n)))
         return slots
 
     def remove(self, ids: list[str]) -> None:
@@ -217,9 +224,16 @@ class Catalog:
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
             self.base_slot_ptr, self.cluster_head, self.slot_next.buf, self.w_ptr.buf, self.w_idx.buf,
             self.w_val.buf, self.slot_bias.buf, self.slot_alive.buf,
-            self.n_base, self.n_features, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k),
-            numba.get_num_threads(),
+            self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k), self._scratch(),
         )
+
+    def _scratch(self) -> np.ndarray:
+        """This Python thread's zeroed (numba threads x features) query buffer for the leaf kernel."""
+        buf = getattr(self._local, "dense_q", None)
+        threads = numba.get_num_threads()
+        if buf is None or buf.shape[0] != threads:
+            buf = self._local.dense_q = np.zeros((threads, self.n_features), dtype=np.float32)
+        return buf
 
     # ------------------------------------------------------------ persistence
     def arrays(self) -> dict:

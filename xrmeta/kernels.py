@@ -150,20 +150,21 @@ def leaf_topk(
     x_ptr, x_idx, x_val, b_ptr, b_idx, b_val,
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
     cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
-    n_base, n_features, max_cluster_size, subset, post, k, n_threads,
+    n_base, max_cluster_size, subset, post, k, dense_q,
 ):
     """Top-k slots and scores for each query row of X, given each row's beam clusters (CSR b_*).
 
     subset: 0 every item, 1 observed (trained) items only, 2 inserted items only.
+    dense_q: (threads, n_features) zeroed scratch owned by the caller, one row per thread, left zeroed: allocating
+    and zeroing it per call would cost more than scoring one query at small beams.
     Returns (slots, scores), both (n, k); missing entries have slot -1.
     """
     n = x_ptr.shape[0] - 1
     out_slot = np.full((n, k), -1, dtype=np.int64)
     out_score = np.zeros((n, k), dtype=np.float32)
-    n_chunks = min(n, n_threads)  # numba's thread count is read by the caller: a global here defeats caching
+    n_chunks = min(n, dense_q.shape[0])
     for t in prange(n_chunks):
         acc = np.zeros(max_cluster_size, dtype=np.float32)
-        dense_q = np.zeros(n_features, dtype=np.float32)
         h_score = np.empty(k, dtype=np.float32)
         h_slot = np.empty(k, dtype=np.int64)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
@@ -172,7 +173,7 @@ def leaf_topk(
                 b_idx[b_ptr[i] : b_ptr[i + 1]], b_val[b_ptr[i] : b_ptr[i + 1]],
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
                 cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
-                acc, dense_q, h_score, h_slot, out_score[i], out_slot[i],
+                acc, dense_q[t], h_score, h_slot, out_score[i], out_slot[i],
             )
     return out_slot, out_score
 
