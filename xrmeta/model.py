@@ -47,8 +47,8 @@ class ModelError(ValueError):
 class ColdStartConfig:
     k: int = 3  # neighbours per new item
     selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
-    max_postings: int = 32  # pruned: postings kept per feature
-    n_candidates: int = 64  # pruned: candidates rescored exactly
+    max_postings: int = 16  # pruned: postings kept per feature
+    n_candidates: int = 32  # pruned: candidates rescored exactly
     assign: str = "vote"  # vote | centroid | route (the leaf the tree sends the title to, as if a query)
     generator: str = "mean"
     max_nnz: int = 256  # non-zeros kept per synthesized classifier

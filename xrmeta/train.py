@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--selector", choices=SELECTORS, default="pruned",
                    help="neighbour search: exact inverted index, or pruned (posting lists truncated to "
                    "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
-    g.add_argument("--max-postings", type=int, default=32, help="pruned selector: postings kept per feature")
-    g.add_argument("--n-candidates", type=int, default=64, help="pruned selector: candidates rescored exactly")
+    g.add_argument("--max-postings", type=int, default=16, help="pruned selector: postings kept per feature")
+    g.add_argument("--n-candidates", type=int, default=32, help="pruned selector: candidates rescored exactly")
     g.add_argument("--assign", choices=ASSIGNERS, default="vote",
                    help="leaf cluster of a new item: neighbours' vote, nearest centroid, or where the tree routes its title")
     g.add_argument("--generator", choices=sorted(GENERATORS), default="mean", help="how a new classifier is made")
