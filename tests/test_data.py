@@ -2,7 +2,6 @@
 
 import csv
 import io
-import time
 import zipfile
 from pathlib import Path
 
@@ -310,10 +309,8 @@ def test_synthetic_deterministic_and_shaped():
     assert sum(w not in title for w in a.query_texts[q].split()) <= 1
 
 
-def test_synthetic_default_is_fast():
-    t = time.perf_counter()
+def test_synthetic_default_shape():
     d = load_dataset("synthetic")
-    assert time.perf_counter() - t < 2.0
     assert d.Y.shape == (6000, 2000)
 
 
@@ -416,9 +413,7 @@ PR_PATH = D.SHARED_DATA / "pricerunner" / "pricerunner_aggregate.csv"
 
 @pytest.mark.skipif(not PR_PATH.exists(), reason="PriceRunner data not available")
 def test_real_pricerunner():
-    t = time.perf_counter()
     d = load_dataset("pricerunner")
-    assert time.perf_counter() - t < 3.0
     assert d.n_items == 13233
     assert 30000 < d.n_queries <= 35311
     assert np.all(d.Y.getnnz(axis=1) >= 1) and np.all(d.Y.getnnz(axis=0) >= 1)
@@ -428,9 +423,7 @@ def test_real_pricerunner():
 
 @pytest.mark.skipif(not HD_PATH.exists(), reason="Home Depot data not available")
 def test_real_homedepot():
-    t = time.perf_counter()
     d = load_dataset("homedepot")
-    assert time.perf_counter() - t < 3.0
     assert d.n_items == 54667
     assert 9000 < d.n_queries <= 11795
     assert np.all(d.Y.getnnz(axis=1) >= 1)
