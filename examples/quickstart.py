@@ -15,9 +15,9 @@ model = XRMetaModel.train(
     [data.item_texts[j] for j in split.observed],
     [data.item_ids[j] for j in split.observed],
 )
-novel = split.novel[:5]
+novel = split.novel  # 200 items the model never saw, known by their titles only
 model.add_items([data.item_texts[j] for j in novel], [data.item_ids[j] for j in novel])
 
-for j in novel:
+for j in novel[:5]:
     ids, scores = model.predict([data.item_texts[j]], k=3, subset="inserted")
     print(f"{data.item_texts[j]!r:45s} -> {list(ids[0])}  (inserted id {data.item_ids[j]})")

@@ -90,9 +90,13 @@ def clone(model: XRMetaModel, **coldstart) -> XRMetaModel:
     configs.coldstart.validate()
     c = model.catalog
     catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor)
+    name = configs.coldstart.generator
+    configs.coldstart.generator = "mean"  # a learned generator lives in the model, not in its workdir: share it
     out = XRMetaModel(model.workdir, model.featurizer, model.upper, catalog, model.selector, model.label_slot,
                       configs, model.calibration, dict(model.info))
-    out.generator = make_generator(configs.coldstart.generator, model.calibration)
+    same = name == model.configs.coldstart.generator
+    out.generator = model.generator if same else make_generator(name, model.calibration)
+    configs.coldstart.generator = name
     return out
 
 

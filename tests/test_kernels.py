@@ -145,22 +145,30 @@ def test_knn_topk_signed_features_cancelling_to_zero():
 
 
 # ---------------------------------------------------------------- mix_sparse (generate.synthesize)
-@pytest.mark.parametrize("generator", ["mean", "weighted", "self", "mean_self"])
+@pytest.mark.parametrize("generator", ["mean", "weighted", "self", "mean_self", "per_block"])
 @pytest.mark.parametrize("threshold,max_nnz", [(0.0, 100_000), (0.05, 100_000), (0.05, 8), (0.0, 3)])
 def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz):
     S = trained.featurizer.transform(novel[0][:50])
     nbrs, sims = trained.selector.search(S, 4)
     nbrs[::7, 2:] = -1  # some rows with fewer neighbours
-    plan = make_generator(generator, trained.calibration).plan(nbrs, sims)
+    plan = make_generator("mean_self" if generator == "per_block" else generator, trained.calibration).plan(
+        S, nbrs, sims)
+    offsets = trained.featurizer.block_offsets
+    block = np.searchsorted(offsets, np.arange(S.shape[1]), side="right") - 1
+    if generator == "per_block":  # one coefficient per n-gram block (the learned generator's plans)
+        plan.self_coef = np.outer(plan.self_coef, [0.5, 2.0, 1.0]).astype(np.float32)
+        self_scale = smat.csr_matrix(S.multiply(plan.self_coef[:, block]), dtype=np.float64)
+    else:
+        self_scale = smat.diags(plan.self_coef.astype(np.float64)) @ S
     c = trained.catalog
     W, biases = synthesize(plan, nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view, c.w_val.view, S,
-                           threshold, max_nnz)
+                           threshold, max_nnz, offsets)
 
     n = S.shape[0]
     valid = nbrs >= 0
     M = smat.csr_matrix((plan.nbr_coef[valid].astype(np.float64), (np.nonzero(valid)[0], nbrs[valid])),
                         shape=(n, c.n_slots))
-    full = (M @ c.weights(np.arange(c.n_slots)) + smat.diags(plan.self_coef.astype(np.float64)) @ S).toarray()
+    full = (M @ c.weights(np.arange(c.n_slots)) + self_scale).toarray()
     keep = (np.abs(full) >= threshold) & (full != 0)
     mags = np.where(keep, np.abs(full), -np.inf)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .model import XRMetaModel
+from .catalog import MAX_ID_CHARS, valid_id
+from .model import XRMetaModel, title_problem
 
 
 class ItemsFileError(ValueError):
@@ -17,7 +18,8 @@ class ItemsFileError(ValueError):
 
 
 def read_items(path: Path) -> tuple[list[str], list[str]]:
-    """Read 'id<TAB>title' lines (UTF-8). Every line is checked before anything is inserted."""
+    """Read 'id<TAB>title' lines (UTF-8). Every line is checked before anything is inserted; an error names the
+    file and the line."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -36,6 +38,11 @@ def read_items(path: Path) -> tuple[list[str], list[str]]:
         item_id, title = parts[0].strip(), parts[1].strip()
         if not item_id or not title:
             raise ItemsFileError(f"{path} line {n}: empty {'id' if not item_id else 'title'}")
+        if not valid_id(item_id):
+            raise ItemsFileError(f"{path} line {n}: invalid id (at most {MAX_ID_CHARS} characters, no line breaks)")
+        problem = title_problem(title)
+        if problem:
+            raise ItemsFileError(f"{path} line {n}: {problem}")
         if item_id in first_line:
             raise ItemsFileError(f"{path} line {n}: duplicate id {item_id!r} (first on line {first_line[item_id]})")
         first_line[item_id] = n
@@ -51,7 +58,8 @@ def main(argv=None) -> int:
         prog="python -m xrmeta.add_items",
         description="Insert new items, known only by their titles, into a saved model: each gets a classifier "
         "synthesized from its nearest observed items and joins a leaf cluster. No retraining. The model is "
-        "saved in place unless --output-dir is given. A bad line or a duplicate id aborts with nothing changed.",
+        "saved in place unless --output-dir is given, atomically: an interrupted run leaves the previous model. "
+        "A bad line or a duplicate id aborts with nothing changed.",
     )
     p.add_argument("--model-dir", required=True, type=Path, help="model directory")
     p.add_argument("--items", required=True, type=Path, help="UTF-8 file, one 'id<TAB>title' per line")
@@ -59,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=10000, help="items per insertion batch")
     args = p.parse_args(argv)
     try:
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be >= 1")
         ids, titles = read_items(args.items)
         model = XRMetaModel.load(args.model_dir)
         model.catalog._check_new_ids(ids)  # fail before inserting anything

@@ -9,12 +9,24 @@ catalog scores the items under those clusters. Every item owns a *slot*:
   costs O(nnz of the item) whatever the catalogue size, and scoring one costs O(its nnz).
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
+
+Thread safety: any number of threads may call `topk` while others call `add` and `remove`. Writers are serialised
+by `lock`. A query reads one published `_State` (taken with a single attribute read, so no lock on the query
+path): `add` writes a batch past the published slots (into the same buffers, or new ones when they grow; a query
+keeps the old buffers alive through its own references), then publishes a new state whose copied cluster heads
+link the batch in. So a query sees a batch entirely or not at all, never a half-written item. `remove` clears one
+alive byte per item in the published buffer: each item is present or absent, and a query that starts after
+`remove` returns never sees it. Concurrent queries launch numba's parallel kernels from several threads at
+once, which needs a thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import zipfile
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numba
 import numpy as np
@@ -23,6 +35,8 @@ import scipy.sparse as smat
 from . import kernels
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
+MAX_K = 10_000  # results per query: bounds the (queries x k) result arrays a caller can make us allocate
+MAX_ID_CHARS = 1024
 
 
 class CatalogError(ValueError):
@@ -50,6 +64,20 @@ class _Growable:
         self.n = end
 
 
+class _State(NamedTuple):
+    """What a query reads, published as one object. Every slot reachable from cluster_head is < n_slots and
+    fully written in these buffers; add replaces the state, never mutates one (except alive flags: remove)."""
+
+    n_slots: int
+    cluster_head: np.ndarray
+    slot_next: np.ndarray
+    w_ptr: np.ndarray
+    w_idx: np.ndarray
+    w_val: np.ndarray
+    slot_bias: np.ndarray
+    slot_alive: np.ndarray
+
+
 class Catalog:
     def __init__(self, arrays: dict, ids: list[str], n_features: int, post_processor: str):
         self.n_features = int(n_features)
@@ -75,10 +103,16 @@ class Catalog:
         self.slot_alive = _Growable(a["slot_alive"])
         self.slot_cluster = _Growable(a["slot_cluster"])
         self.slot_next = _Growable(a["slot_next"])
-        self.cluster_head = np.array(a["cluster_head"], copy=True)
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
+        self.lock = threading.RLock()  # serialises writers (add, remove, and the model's save); queries never wait
         self.ids = list(ids)
         self.slot_of = {item_id: s for s, item_id in enumerate(self.ids) if self.slot_alive.buf[s]}
+        self._publish(np.array(a["cluster_head"], copy=True))
+
+    def _publish(self, cluster_head: np.ndarray) -> None:
+        """Make every slot written so far visible to queries that start from now on (one atomic assignment)."""
+        self._state = _State(self.slot_alive.n, cluster_head, self.slot_next.buf, self.w_ptr.buf, self.w_idx.buf,
+                             self.w_val.buf, self.slot_bias.buf, self.slot_alive.buf)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -131,7 +165,11 @@ class Catalog:
     # ------------------------------------------------------------ state
     @property
     def n_slots(self) -> int:
-        return self.slot_alive.n
+        return self._state.n_slots
+
+    @property
+    def cluster_head(self) -> np.ndarray:
+        return self._state.cluster_head
 
     def __len__(self) -> int:
         return len(self.slot_of)
@@ -141,14 +179,21 @@ class Catalog:
 
     def weights(self, slots: np.ndarray) -> smat.csr_matrix:
         """Item-major weight rows (without the bias) of the given slots."""
-        W = smat.csr_matrix(
-            (self.w_val.view, self.w_idx.view, self.w_ptr.view), shape=(self.n_slots, self.n_features)
-        )
-        return W[np.asarray(slots)]
+        with self.lock:
+            W = smat.csr_matrix(
+                (self.w_val.view, self.w_idx.view, self.w_ptr.view), shape=(self.n_slots, self.n_features)
+            )
+            return W[np.asarray(slots)]
 
     # ------------------------------------------------------------ mutation
-    def add(self, ids: list[str], clusters: np.ndarray, W: smat.csr_matrix, biases: np.ndarray) -> np.ndarray:
-        """Append items (validated first, so a bad batch changes nothing). Returns their slots."""
+    def add(self, ids: list[str], clusters: np.ndarray, W: smat.csr_matrix, biases: np.ndarray,
+            before_change: Callable[[], None] | None = None) -> np.ndarray:
+        """Append items, all visible to queries at once when this returns. Returns their slots.
+
+        A bad batch, or a failure on the way (even out of memory), changes nothing. before_change runs once the
+        batch is validated and stored out of sight, just before it is published (the model logs it there); if
+        it raises, nothing changes.
+        """
         n = len(ids)
         clusters = np.asarray(clusters, dtype=np.int64)
         biases = np.asarray(biases, dtype=np.float32)
@@ -158,7 +203,6 @@ class Catalog:
                 f"add: {n} ids but weights {W.shape}, clusters {clusters.shape}, biases {biases.shape} "
                 f"(expected ({n}, {self.n_features}), ({n},), ({n},))"
             )
-        self._check_new_ids(ids)
         if n and (clusters.min() < 0 or clusters.max() >= self.n_clusters):
             raise CatalogError(f"add: cluster ids must be in [0, {self.n_clusters})")
         if not (np.isfinite(W.data).all() and np.isfinite(biases).all()):
@@ -167,45 +211,64 @@ class Catalog:
         order = np.argsort(clusters, kind="stable")
         W, clusters, biases = W[order], clusters[order], biases[order]
         W.sort_indices()
-        first = self.n_slots
-        self.w_idx.extend(W.indices.astype(np.int32))
-        self.w_val.extend(W.data)
-        self.w_ptr.extend(self.w_ptr.view[-1] + W.indptr[1:].astype(np.int64))
-        self.slot_bias.extend(biases)
-        self.slot_cluster.extend(clusters.astype(np.int32))
-        # push each new slot at the head of its cluster's list
-        next_ = np.empty(n, dtype=np.int32)
-        for i, c in enumerate(clusters):
-            next_[i] = self.cluster_head[c]
-            self.cluster_head[c] = first + i
-        self.slot_next.extend(next_)
-        # alive last: a slot becomes visible only once everything it points to is written
-        self.slot_alive.extend(np.ones(n, dtype=bool))
+        with self.lock:
+            self._check_new_ids(ids)
+            first = self.n_slots
+            # push each new slot at the head of its cluster's list, in a copy: published heads never change
+            head = self.cluster_head.copy()
+            next_ = np.empty(n, dtype=np.int32)
+            for i, c in enumerate(clusters):
+                next_[i] = head[c]
+                head[c] = first + i
+            grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.slot_next,
+                     self.slot_alive)
+            marks = [g.n for g in grown]
+            try:  # past the published slots: no query reads these positions yet
+                self.w_idx.extend(W.indices.astype(np.int32))
+                self.w_val.extend(W.data)
+                self.w_ptr.extend(self.w_ptr.view[-1] + W.indptr[1:].astype(np.int64))
+                self.slot_bias.extend(biases)
+                self.slot_cluster.extend(clusters.astype(np.int32))
+                self.slot_next.extend(next_)
+                self.slot_alive.extend(np.ones(n, dtype=bool))
+                if before_change is not None:
+                    before_change()
+            except BaseException:
+                for g, m in zip(grown, marks):
+                    g.n = m
+                raise
+            stored_ids = [ids[i] for i in order]
+            self.ids.extend(stored_ids)  # before publishing: a query maps every slot it returns to its id
+            self.slot_of.update(zip(stored_ids, range(first, first + n)))
+            self._publish(head)
         slots = np.empty(n, dtype=np.int64)
         slots[order] = np.arange(first, first + n)  # slot of the i-th given item
-        stored_ids = [ids[i] for i in order]
-        self.ids.extend(stored_ids)
-        self.slot_of.update(zip(stored_ids, range(first, first + n)))
         return slots
 
-    def remove(self, ids: list[str]) -> None:
-        unknown = [i for i in ids if i not in self.slot_of]
-        if unknown:
-            raise CatalogError(f"remove: unknown item ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-        if len(set(ids)) != len(ids):
-            raise CatalogError("remove: duplicate ids in the request")
-        slots = [self.slot_of.pop(i) for i in ids]
-        self.slot_alive.buf[slots] = False
+    def remove(self, ids: list[str], before_change: Callable[[], None] | None = None) -> None:
+        """Delist items; each disappears from queries atomically. The whole request is checked first: an unknown
+        or repeated id removes nothing. before_change runs after the checks, before any change (as in add)."""
+        with self.lock:
+            unknown = [i for i in ids if not isinstance(i, str) or i not in self.slot_of]
+            if unknown:
+                raise CatalogError(f"remove: unknown item ids {_few(unknown)}")
+            if len(set(ids)) != len(ids):
+                raise CatalogError("remove: duplicate ids in the request")
+            if before_change is not None:
+                before_change()
+            slots = [self.slot_of.pop(i) for i in ids]
+            self._state.slot_alive[slots] = False
 
     def _check_new_ids(self, ids: list[str]) -> None:
-        bad = [i for i in ids if not isinstance(i, str) or not i.strip() or any(c in i for c in "\r\n\t")]
+        bad = [i for i in ids if not valid_id(i)]
         if bad:
-            raise CatalogError(f"add: item ids must be non-empty strings without tabs or line breaks, got {bad[:5]}")
+            raise CatalogError(f"add: item ids must be non-empty strings without tabs or line breaks, at most "
+                               f"{MAX_ID_CHARS} characters of valid Unicode, got {_few(bad)}")
         if len(set(ids)) != len(ids):
             raise CatalogError("add: duplicate ids in the request")
         taken = [i for i in ids if i in self.slot_of]
         if taken:
-            raise CatalogError(f"add: ids already in the catalogue {taken[:5]}{' ...' if len(taken) > 5 else ''}")
+            raise CatalogError(f"add: ids already in the catalogue {_few(taken)}")
 
     # ------------------------------------------------------------ search
     def topk(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all"):
@@ -213,18 +276,26 @@ class Catalog:
         (beams: queries x clusters, value = path score of the cluster)."""
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
         if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
             raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
+        # the kernel indexes arrays with these values unchecked: a bad one would read or write outside them
+        problem = _query_problem(X.indices, X.data, self.n_features, beams.indices, beams.data, self.n_clusters)
+        if problem == 1:
+            raise ValueError(f"feature indices must be in [0, {self.n_features}) and beam clusters in "
+                             f"[0, {self.n_clusters})")
+        if problem == 2:
+            raise ValueError("queries and beam scores must be finite (no NaN or inf)")
         if not X.has_sorted_indices:  # the kernel binary-searches each query's features
             X = X.sorted_indices()
+        st = self._state  # one read: a consistent view even if a writer publishes while we score
         return kernels.leaf_topk(
             X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, self.cluster_head, self.slot_next.buf, self.w_ptr.buf, self.w_idx.buf,
-            self.w_val.buf, self.slot_bias.buf, self.slot_alive.buf,
-            self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k), self._scratch(),
+            self.base_slot_ptr, st.cluster_head, st.slot_next, st.w_ptr, st.w_idx, st.w_val, st.slot_bias,
+            st.slot_alive, self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k),
+            self._scratch(),
         )
 
     def _scratch(self) -> np.ndarray:
@@ -237,6 +308,10 @@ class Catalog:
 
     # ------------------------------------------------------------ persistence
     def arrays(self) -> dict:
+        with self.lock:  # no add half-way through its buffers
+            return self._arrays()
+
+    def _arrays(self) -> dict:
         return {
             "chunk_feat_ptr": self.chunk_feat_ptr, "chunk_feats": self.chunk_feats,
             "chunk_row_ptr": self.chunk_row_ptr, "chunk_slot": self.chunk_slot, "chunk_val": self.chunk_val,
@@ -247,16 +322,129 @@ class Catalog:
         }
 
     def save(self, folder: str | Path) -> None:
+        """Write catalog.npz and catalog_ids.txt into folder (`XRMetaModel.save` makes the directory atomic)."""
         folder = Path(folder)
-        np.savez(folder / "catalog.npz", **self.arrays())
-        (folder / "catalog_ids.txt").write_text("".join(f"{i}\n" for i in self.ids), encoding="utf-8")
+        with self.lock:
+            np.savez(folder / "catalog.npz", **self._arrays())
+            (folder / "catalog_ids.txt").write_text("".join(f"{i}\n" for i in self.ids), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path, n_features: int, post_processor: str) -> Catalog:
-        folder = Path(folder)
-        with np.load(folder / "catalog.npz") as z:
-            arrays = {key: z[key] for key in z.files}
-        ids = (folder / "catalog_ids.txt").read_bytes().decode("utf-8").split("\n")[:-1]
+        """Read what `save` wrote, checking the layout: the search kernel trusts every pointer in it."""
+        path = Path(folder) / "catalog.npz"
+        try:
+            with np.load(path) as z:
+                arrays = {key: z[key] for key in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise CatalogError(f"{path}: unreadable ({e})") from None
+        missing = sorted(set(_LAYOUT) - set(arrays))
+        if missing:
+            raise CatalogError(f"{path}: missing arrays {missing}")
+        problem = _layout_problem(arrays, n_features)
+        if problem:
+            raise CatalogError(f"{path}: inconsistent catalogue ({problem})")
+        ids_path = Path(folder) / "catalog_ids.txt"
+        try:
+            ids = ids_path.read_bytes().decode("utf-8").split("\n")[:-1]
+        except UnicodeDecodeError as e:
+            raise CatalogError(f"{ids_path}: not UTF-8 at byte {e.start}") from None
         if len(ids) != len(arrays["slot_alive"]):
-            raise CatalogError(f"{folder / 'catalog_ids.txt'}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
+            raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor)
+
+
+# dtype of every array of the layout, as the kernels are compiled for them
+_LAYOUT = {
+    "chunk_feat_ptr": np.int64, "chunk_feats": np.int32, "chunk_row_ptr": np.int64, "chunk_slot": np.int32,
+    "chunk_val": np.float32, "base_slot_ptr": np.int64, "w_ptr": np.int64, "w_idx": np.int32,
+    "w_val": np.float32, "slot_bias": np.float32, "slot_alive": np.bool_, "slot_cluster": np.int32,
+    "slot_next": np.int32, "cluster_head": np.int32,
+}
+
+
+def _layout_problem(a: dict, n_features: int) -> str | None:
+    """What is wrong with a catalogue's arrays, or None. Checks what the kernels rely on: every pointer stays
+    inside its array, and each cluster's list of inserted slots strictly decreases (so it ends). In order: each
+    check may assume the ones before it passed."""
+    n = len(a["slot_alive"])
+    base_ptr, nxt, head = a["base_slot_ptr"], a["slot_next"], a["cluster_head"]
+    n_clusters, n_base = len(base_ptr) - 1, int(base_ptr[-1]) if len(base_ptr) else -1
+    later = np.arange(n_base, n)  # an inserted slot links only to an older inserted slot, or ends (-1)
+    checks = [
+        (lambda: all(a[k].dtype == t and a[k].ndim == 1 for k, t in _LAYOUT.items()), "dtypes"),
+        (lambda: n_clusters >= 1 and len(head) == n_clusters and len(a["chunk_feat_ptr"]) == n_clusters + 1,
+         "cluster counts"),
+        (lambda: all(len(a[k]) == n for k in ("slot_bias", "slot_cluster", "slot_next")) and len(a["w_ptr"]) == n + 1,
+         "slot counts"),
+        (lambda: _pointers(base_ptr, n_base) and n_base <= n, "base_slot_ptr"),
+        (lambda: _pointers(a["w_ptr"], len(a["w_idx"])) and len(a["w_idx"]) == len(a["w_val"]), "w_ptr"),
+        (lambda: _pointers(a["chunk_feat_ptr"], len(a["chunk_feats"])), "chunk_feat_ptr"),
+        (lambda: _pointers(a["chunk_row_ptr"], len(a["chunk_slot"])) and len(a["chunk_slot"]) == len(a["chunk_val"])
+         and len(a["chunk_row_ptr"]) == len(a["chunk_feats"]) + 1, "chunk_row_ptr"),
+        (lambda: _in_range(a["w_idx"], n_features) and _in_range(a["chunk_feats"], n_features), "feature indices"),
+        (lambda: _in_range(a["chunk_slot"], max(int(np.diff(base_ptr).max(initial=0)), 1)), "chunk_slot"),
+        (lambda: _in_range(a["slot_cluster"], n_clusters), "slot_cluster"),
+        (lambda: (nxt[:n_base] == -1).all() and ((nxt[n_base:] == -1) | ((nxt[n_base:] >= n_base)
+                                                                      & (nxt[n_base:] < later))).all(), "slot_next"),
+        (lambda: ((head == -1) | ((head >= n_base) & (head < n))).all(), "cluster_head"),
+        (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"]), "non-finite weights"),
+    ]
+    return next((what for ok, what in checks if not ok()), None)
+
+
+@numba.njit(cache=True, nogil=True)
+def _query_problem(x_idx, x_val, n_features, b_idx, b_val, n_clusters):
+    """topk's input check, compiled: one call costs less than a single numpy reduction, and it runs on every
+    query. 0: fine; 1: a feature or cluster index out of range; 2: a NaN or inf value."""
+    for a in range(x_idx.shape[0]):
+        if x_idx[a] < 0 or x_idx[a] >= n_features:
+            return 1
+    for a in range(b_idx.shape[0]):
+        if b_idx[a] < 0 or b_idx[a] >= n_clusters:
+            return 1
+    for a in range(x_val.shape[0]):
+        if not np.isfinite(x_val[a]):
+            return 2
+    for a in range(b_val.shape[0]):
+        if not np.isfinite(b_val[a]):
+            return 2
+    return 0
+
+
+def _pointers(ptr: np.ndarray, end: int) -> bool:
+    """A CSR-style pointer array: starts at 0, never decreases, ends at end."""
+    return len(ptr) >= 1 and ptr[0] == 0 and ptr[-1] == end and (np.diff(ptr) >= 0).all()
+
+
+def _in_range(idx: np.ndarray, n: int) -> bool:
+    """0 <= idx < n for an integer array, in one pass: negative values wrap to huge unsigned ones."""
+    if idx.dtype.kind not in "iu":
+        return False
+    return idx.size == 0 or int(idx.view(f"u{idx.dtype.itemsize}").max()) < n
+
+
+def _finite(values: np.ndarray) -> bool:
+    """No NaN or inf, in one pass: any of them makes the float64 sum non-finite, and finite float32 values
+    cannot overflow it."""
+    return values.size == 0 or math.isfinite(values.sum(dtype=np.float64))
+
+
+def valid_id(item_id) -> bool:
+    return (isinstance(item_id, str) and bool(item_id.strip()) and len(item_id) <= MAX_ID_CHARS
+            and not any(c in item_id for c in "\r\n\t") and _encodable(item_id))
+
+
+def _encodable(text: str) -> bool:
+    """Valid Unicode: no lone surrogate (what undecodable bytes become), so it can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _few(values: list, n: int = 5, width: int = 40) -> str:
+    """The first n values, each repr cut to width characters: an error message stays readable whatever the
+    input (a 1 MB id, say)."""
+    shown = [r if len(r) <= width else r[: width - 3] + "..." for r in map(repr, values[:n])]
+    return "[" + ", ".join(shown) + (", ...]" if len(values) > n else "]")

@@ -16,6 +16,7 @@ import scipy.sparse as smat
 from .data import EvalSet, XMCData, ZeroShotSplit, load_dataset, make_zero_shot_split
 from .metrics import evaluate_scores
 from .model import ModelError, XRMetaModel
+from .predict import check_search_args
 
 SUBSET_OF_SET = {"observed": "observed", "zero_shot": "inserted", "generalized": "all"}
 METRICS = ("P@1", "P@5", "R@10", "R@100", "nDCG@10")
@@ -44,6 +45,15 @@ def split_for(model: XRMetaModel, data: XMCData) -> ZeroShotSplit:
     if trained != {data.item_ids[j] for j in split.observed}:
         raise ModelError("the model's trained items differ from this dataset's split: wrong dataset or seed?")
     return split
+
+
+def dataset_and_split(model: XRMetaModel, name: str | None = None) -> tuple[XMCData, ZeroShotSplit]:
+    """The dataset a model was trained on (or `name`) and the split it was trained on."""
+    name = name or model.info.get("dataset")
+    if not name:
+        raise ModelError("the model does not record its dataset; pass --dataset")
+    data = load_dataset(name)
+    return data, split_for(model, data)
 
 
 def insert_novel(model: XRMetaModel, data: XMCData, split: ZeroShotSplit) -> int:
@@ -112,12 +122,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="threads for featurizing and search (default 1)")
     args = p.parse_args(argv)
     try:
+        check_search_args(beam_size=args.beam_size, threads=args.threads)
         model = XRMetaModel.load(args.model_dir)
-        name = args.dataset or model.info.get("dataset")
-        if not name:
-            raise ModelError("the model does not record its dataset; pass --dataset")
-        data = load_dataset(name)
-        split = split_for(model, data)
+        data, split = dataset_and_split(model, args.dataset)
         if not args.no_insert_novel:
             n = insert_novel(model, data, split)
             if n:
@@ -127,7 +134,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     beam = args.beam_size or model.configs.tree.beam_size
-    print(f"dataset {name}: {len(split.observed)} observed / {len(split.novel)} novel items, beam {beam}")
+    print(f"dataset {data.name}: {len(split.observed)} observed / {len(split.novel)} novel items, beam {beam}")
     print(format_table(results))
     return 0
 

@@ -330,3 +330,215 @@ def mix_sparse(
             nnz += 1
         out_ptr[i + 1] = nnz
     return out_ptr, out_idx[:nnz].copy(), out_val[:nnz].copy()
+
+
+# ---------------------------------------------------------------- learned generator: features and forward pass
+@njit(cache=True, inline="always")
+def _dot_into(w_idx, w_val, w0, w1, s_idx, s_val, s0, s1, feature_block, out):
+    """Add the sparse dot product of row w (walked) and row s (binary-searched, sorted) into out[block]."""
+    for a in range(w0, w1):
+        f = w_idx[a]
+        lo, hi = s0, s1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if s_idx[mid] < f:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < s1 and s_idx[lo] == f:
+            out[feature_block[f] if feature_block.shape[0] else 0] += w_val[a] * s_val[lo]
+
+
+@njit(parallel=True, cache=True)
+def block_dots(a_ptr, a_idx, a_val, a_rows, b_ptr, b_idx, b_val, b_rows, feature_block, n_blocks):
+    """out[p, j, blk] = sum over features f of block blk of A[a_rows[p], f] * B[b_rows[p, j], f].
+
+    Both matrices are CSR with sorted indices; b_rows -1 means none (0). feature_block maps a feature to its
+    block (empty: one block). The shorter row of each pair is walked and the longer binary-searched, so a pair
+    costs O(min nnz * log max nnz) and needs no dense scratch (pairs run in parallel)."""
+    n_pairs, m = b_rows.shape
+    out = np.zeros((n_pairs, m, n_blocks), dtype=np.float32)
+    for p in prange(n_pairs):
+        a = a_rows[p]
+        a0, a1 = a_ptr[a], a_ptr[a + 1]
+        for j in range(m):
+            b = b_rows[p, j]
+            if b < 0:
+                continue
+            b0, b1 = b_ptr[b], b_ptr[b + 1]
+            if a1 - a0 <= b1 - b0:
+                _dot_into(a_idx, a_val, a0, a1, b_idx, b_val, b0, b1, feature_block, out[p, j])
+            else:
+                _dot_into(b_idx, b_val, b0, b1, a_idx, a_val, a0, a1, feature_block, out[p, j])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def item_tokens(s_ptr, s_idx, s_val, nbrs, sims, z_ptr, z_idx, z_val, stats, feature_block, n_blocks, n_features,
+                n_threads):
+    """The learned generator's input tokens (see `coldstart.learned.token_features`) for new items with TF-IDF
+    rows S (L2-normalized here) and their neighbours (rows of Z, -1 = none) with similarities sims.
+
+    Token 0 (the item): per n-gram block its mass and log(1 + non-zeros), then the best and the mean neighbour
+    similarity. Token 1 + k (neighbour k): its similarity, its gap to the best, its cosine to the item per block,
+    then its row of stats. Returns (tokens (n, K+1, n_features) float32, valid (n, K+1))."""
+    n, K = nbrs.shape
+    tokens = np.zeros((n, K + 1, n_features), dtype=np.float32)
+    valid = np.zeros((n, K + 1), dtype=np.bool_)
+    n_chunks = max(1, min(n, n_threads))
+    for t in prange(n_chunks):
+        per = np.empty(n_blocks, dtype=np.float64)
+        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            a0, a1 = s_ptr[i], s_ptr[i + 1]
+            norm = 0.0
+            for p in range(a0, a1):
+                norm += s_val[p] * s_val[p]
+            inv = 1.0 / np.sqrt(norm) if norm > 0 else 0.0
+            item = tokens[i, 0]
+            for p in range(a0, a1):
+                b = feature_block[s_idx[p]]
+                item[b] += (s_val[p] * inv) ** 2
+                item[n_blocks + b] += 1.0
+            for b in range(n_blocks):
+                item[n_blocks + b] = np.log1p(item[n_blocks + b])
+            valid[i, 0] = True
+            best = sims[i, 0] if nbrs[i, 0] >= 0 else 0.0
+            total, n_valid = 0.0, 0
+            for k in range(K):
+                j = nbrs[i, k]
+                if j < 0:
+                    continue
+                valid[i, 1 + k] = True
+                total += sims[i, k]
+                n_valid += 1
+                tok = tokens[i, 1 + k]
+                tok[0] = sims[i, k]
+                tok[1] = sims[i, k] - best
+                per[:] = 0.0
+                b0, b1 = z_ptr[j], z_ptr[j + 1]
+                if a1 - a0 <= b1 - b0:
+                    _dot_into(s_idx, s_val, a0, a1, z_idx, z_val, b0, b1, feature_block, per)
+                else:
+                    _dot_into(z_idx, z_val, b0, b1, s_idx, s_val, a0, a1, feature_block, per)
+                for b in range(n_blocks):
+                    tok[2 + b] = per[b] * inv
+                for c in range(stats.shape[1]):
+                    tok[2 + n_blocks + c] = stats[j, c]
+            item[2 * n_blocks] = best
+            item[2 * n_blocks + 1] = total / max(n_valid, 1)
+    return tokens, valid
+
+
+@njit(cache=True, inline="always")
+def _layer_norm(x, gain, shift, out):
+    for t in range(x.shape[0]):
+        mean = 0.0
+        for c in range(x.shape[1]):
+            mean += x[t, c]
+        mean /= x.shape[1]
+        var = 0.0
+        for c in range(x.shape[1]):
+            var += (x[t, c] - mean) ** 2
+        inv = 1.0 / np.sqrt(var / x.shape[1] + 1e-5)
+        for c in range(x.shape[1]):
+            out[t, c] = (x[t, c] - mean) * inv * gain[c] + shift[c]
+
+
+@njit(cache=True, inline="always")
+def _softplus(x):
+    return max(x, 0.0) + np.log1p(np.exp(-abs(x)))
+
+
+@njit(cache=True, inline="always")
+def _affine(x, w, b, relu, out):
+    """out = x @ w + b (optionally ReLU), for the tiny per-item matrices: plain loops, no BLAS call overhead."""
+    for t in range(x.shape[0]):
+        for o in range(w.shape[1]):
+            s = b[o]
+            for c in range(x.shape[1]):
+                s += x[t, c] * w[c, o]
+            out[t, o] = max(s, 0.0) if relu else s
+
+
+@njit(parallel=True, cache=True)
+def meta_forward(tokens, valid, mu, sd, w_in, b_in, pos, ln1_g, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo, ln2_g, ln2_b,
+                 w1, b1, w2, b2, lnf_g, lnf_b, w_nbr, b_nbr, w_self, b_self, n_heads, n_threads):
+    """The learned generator's forward pass (mirrors `coldstart.learned.make_net`, a pre-LN transformer).
+
+    tokens (n, T, F): token 0 describes the new item, tokens 1..T-1 its neighbours; valid (n, T) masks absent
+    neighbours out of attention. Returns (neighbour coefficients (n, T-1), zero where absent;
+    self outputs (n, S)): the head of token t>0 gives its neighbour's weight, the head of token 0 the rest;
+    every output but the last (the bias) passes through a softplus. Items run in one chunk per thread, each
+    with its scratch allocated once."""
+    n, T, F = tokens.shape
+    d = w_in.shape[2]
+    n_layers = wq.shape[0]
+    dh = d // n_heads
+    scale = 1.0 / np.sqrt(dh)
+    nbr_out = np.zeros((n, T - 1), dtype=np.float32)
+    self_out = np.zeros((n, w_self.shape[1]), dtype=np.float32)
+    n_chunks = max(1, min(n, n_threads))
+    for chunk in prange(n_chunks):
+        x = np.empty((T, d), dtype=np.float32)
+        h = np.empty((T, d), dtype=np.float32)
+        q = np.empty((T, d), dtype=np.float32)
+        k = np.empty((T, d), dtype=np.float32)
+        v = np.empty((T, d), dtype=np.float32)
+        mixed = np.empty((T, d), dtype=np.float32)
+        delta = np.empty((T, d), dtype=np.float32)
+        ff = np.empty((T, w1.shape[2]), dtype=np.float32)
+        att = np.empty(T, dtype=np.float32)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            for t in range(T):
+                kind = 0 if t == 0 else 1
+                for c in range(d):
+                    x[t, c] = b_in[kind, c] + pos[t, c]
+                for f in range(F):
+                    z = (tokens[i, t, f] - mu[kind, f]) / sd[kind, f]
+                    for c in range(d):
+                        x[t, c] += z * w_in[kind, f, c]
+            for layer in range(n_layers):
+                _layer_norm(x, ln1_g[layer], ln1_b[layer], h)
+                _affine(h, wq[layer], bq[layer], False, q)
+                _affine(h, wk[layer], bk[layer], False, k)
+                _affine(h, wv[layer], bv[layer], False, v)
+                mixed[:] = 0.0
+                for head in range(n_heads):
+                    c0 = head * dh
+                    for t in range(T):
+                        top = -np.inf
+                        for u in range(T):
+                            if valid[i, u]:
+                                s = 0.0
+                                for c in range(c0, c0 + dh):
+                                    s += q[t, c] * k[u, c]
+                                att[u] = s * scale
+                                top = max(top, att[u])
+                        total = 0.0
+                        for u in range(T):
+                            if valid[i, u]:
+                                att[u] = np.exp(att[u] - top)
+                                total += att[u]
+                        for u in range(T):
+                            if valid[i, u]:
+                                for c in range(c0, c0 + dh):
+                                    mixed[t, c] += att[u] / total * v[u, c]
+                _affine(mixed, wo[layer], bo[layer], False, delta)
+                x += delta
+                _layer_norm(x, ln2_g[layer], ln2_b[layer], h)
+                _affine(h, w1[layer], b1[layer], True, ff)
+                _affine(ff, w2[layer], b2[layer], False, delta)
+                x += delta
+            _layer_norm(x, lnf_g, lnf_b, h)
+            for t in range(1, T):
+                if valid[i, t]:
+                    s = b_nbr[0]
+                    for c in range(d):
+                        s += h[t, c] * w_nbr[c, 0]
+                    nbr_out[i, t - 1] = _softplus(s)
+            for o in range(w_self.shape[1]):
+                s = b_self[o]
+                for c in range(d):
+                    s += h[0, c] * w_self[c, o]
+                self_out[i, o] = _softplus(s) if o < w_self.shape[1] - 1 else s
+    return nbr_out, self_out

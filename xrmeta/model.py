@@ -4,19 +4,22 @@ featurize (TF-IDF) -> tree (PECOS XR-Linear upper layers, predict-only) -> catal
 and, for items that arrive after training: select (K nearest observed items) -> assign (leaf cluster) ->
 generate (sparse classifier) -> insert. A new item is retrievable by the next query; nothing is retrained.
 
-Model directory (every file written by `save`):
-  config.json        format version, all configs, counts (readable)
+Model directory (every file written by `save`, atomically: see `persist`):
+  config.json        format version, all configs, counts (readable); manifest: size and sha256 of every file
   featurizer/        TF-IDF vectorizer
   xlinear/           the trained PECOS model (observed items only): the peer xrmeta must match
   upper/             PECOS model of the layers above the leaves, served predict-only
   catalog.npz, catalog_ids.txt   leaf layer: trained and inserted items
   selector.npz       observed items' representations for neighbour search
+  generator.npz      the learned generator's parameters (when it is the model's generator)
+  items.log          inserts and removals since the last save, replayed on load (written under `load(log=True)`)
+
+Thread safety: any number of threads may query (predict, predict_slots) while others call add_items,
+remove_items or save; writers are serialised, and a query sees each item either whole or not at all.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -28,13 +31,15 @@ import numpy as np
 import scipy.sparse as smat
 from pecos.xmc.xlinear.model import XLinearModel
 
+from . import persist
 from .catalog import Catalog
 from .coldstart import Selector, assign_centroid, assign_vote, leaf_centroids, make_generator
-from .coldstart.generate import Calibration, fit_calibration, synthesize
+from .coldstart.generate import Calibration, Generator, fit_calibration, synthesize
+from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, feature_blocks, train_generator
 from .featurize import Featurizer, FeaturizerConfig
 from .tree import TreeConfig, UpperLayers, train_xlinear
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every file); 1 is still read, unverified
 ASSIGNERS = ("vote", "centroid", "route")
 SELECTORS = ("pruned", "exact")
 
@@ -50,8 +55,8 @@ class ColdStartConfig:
     max_postings: int = 16  # pruned: postings kept per feature
     n_candidates: int = 32  # pruned: candidates rescored exactly
     assign: str = "vote"  # vote | centroid | route (the leaf the tree sends the title to, as if a query)
-    generator: str = "mean"
-    max_nnz: int = 256  # non-zeros kept per synthesized classifier
+    generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
+    max_nnz: int = 64  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
 
     def validate(self) -> None:
@@ -65,7 +70,8 @@ class ColdStartConfig:
             raise ValueError(f"assign must be one of {ASSIGNERS}, got {self.assign!r}")
         if self.max_nnz < 1:
             raise ValueError("max_nnz must be >= 1")
-        make_generator(self.generator)  # raises on an unknown name
+        if self.generator != LearnedGenerator.name:
+            make_generator(self.generator)  # raises on an unknown name
 
 
 @dataclass
@@ -96,16 +102,18 @@ class XRMetaModel:
         self._tmp = tmp
         self._centroids = None
         self._pecos = None
-        self.generator = make_generator(configs.coldstart.generator, calibration)
+        self.log: persist.ItemLog | None = None  # set by load(log=True): add/remove calls are logged there first
+        self.generator = self._make_generator(configs.coldstart.generator)
 
     # ------------------------------------------------------------ training
     @classmethod
     def train(cls, query_texts: list[str], Y: smat.spmatrix, item_texts: list[str], item_ids: list[str],
               featurizer_config: FeaturizerConfig | None = None, tree_config: TreeConfig | None = None,
               coldstart_config: ColdStartConfig | None = None, threads: int = -1, verbose: bool = True,
-              info: dict | None = None) -> XRMetaModel:
+              info: dict | None = None, generator_config: LearnedConfig | None = None) -> XRMetaModel:
         """Train on queries x items (Y: binary relevance, n_queries x n_items). Every item given here is an
-        observed item of the tree; items that arrive later go through `add_items`."""
+        observed item of the tree; items that arrive later go through `add_items`. With the coldstart generator
+        "learned", the generator is trained last (`fit_generator`, with generator_config)."""
         configs = _Configs(featurizer_config or FeaturizerConfig(), tree_config or TreeConfig(),
                            coldstart_config or ColdStartConfig())
         configs.tree.validate()
@@ -145,22 +153,34 @@ class XRMetaModel:
         step("catalog + selector")
         info = dict(info or {}, n_train_queries=int(Y.shape[0]), n_observed_items=int(Y.shape[1]),
                     n_features=featurizer.n_features, n_clusters=catalog.n_clusters, train_seconds=timings)
-        return cls(workdir, featurizer, upper, catalog, selector, label_slot, configs, calibration, info, tmp)
+        learned = configs.coldstart.generator == LearnedGenerator.name
+        if learned:
+            configs.coldstart.generator = "mean"  # until fit_generator installs the learned one
+        model = cls(workdir, featurizer, upper, catalog, selector, label_slot, configs, calibration, info, tmp)
+        if learned:
+            model.fit_generator(X, Y, generator_config, threads=threads if threads > 0 else numba.get_num_threads(),
+                                verbose=verbose)
+            step("learned generator")
+        return model
 
     # ------------------------------------------------------------ cold start
     def add_items(self, titles: list[str], ids: list[str], threads: int | None = None) -> np.ndarray:
         """Insert new items known only by their titles; they are searchable as soon as this returns.
 
-        The whole batch is checked first: on any bad title or id nothing is inserted. Returns the slots.
+        The whole batch is checked first: on any bad title or id nothing is inserted, in memory or on disk.
+        Titles are limited to MAX_TITLE_CHARS characters. Returns the slots.
+
+        Thread-safe: batches are serialised with each other, with remove_items and with save, while queries in
+        other threads go on and see the batch all at once. With a log (`load(..., log=True)`) the batch is
+        written and fsync'd to it before it becomes visible: once this returns it survives a crash.
         """
-        titles = list(titles)
-        ids = list(ids)
+        titles, ids = _as_list(titles, "titles"), _as_list(ids, "ids")
         if len(titles) != len(ids):
             raise ModelError(f"add_items: {len(titles)} titles for {len(ids)} ids")
-        bad = [i for i, t in zip(ids, titles) if not isinstance(t, str) or not t.strip()]
+        self.catalog._check_new_ids(ids)  # ids first: title errors then name readable ids
+        bad = [(problem, i) for i, t in zip(ids, titles) if (problem := title_problem(t))]
         if bad:
-            raise ModelError(f"add_items: empty or non-string title for ids {bad[:5]}")
-        self.catalog._check_new_ids(ids)
+            raise ModelError(f"add_items: {bad[0][0]} for ids {[i for p, i in bad if p == bad[0][0]][:5]}")
         if not ids:
             return np.empty(0, dtype=np.int64)
         threads = threads if threads is not None else numba.get_num_threads()
@@ -168,8 +188,10 @@ class XRMetaModel:
         empty = [ids[i] for i in np.flatnonzero(np.diff(S.indptr) == 0)]
         if empty:
             raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids {empty[:5]}")
-        weights, biases, clusters = self.synthesize(S)
-        return self.catalog.add(ids, clusters, weights, biases)
+        with self.catalog.lock:  # the log must list batches in the order they change the catalogue
+            weights, biases, clusters = self.synthesize(S)
+            record = {"op": "add", "slot": self.catalog.n_slots, "ids": ids, "titles": titles}
+            return self.catalog.add(ids, clusters, weights, biases, _journal(self.log, record))
 
     def synthesize(self, S: smat.csr_matrix):
         """Classifier weights, biases and leaf clusters for new items with title TF-IDF rows S."""
@@ -196,8 +218,35 @@ class XRMetaModel:
         cs = self.configs.coldstart
         threshold = self.configs.tree.threshold if cs.threshold is None else cs.threshold
         c = self.catalog
-        return synthesize(self.generator.plan(nbrs, sims), nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view,
-                          c.w_val.view, S, threshold, cs.max_nnz)
+        return synthesize(self.generator.plan(S, nbrs, sims), nbrs, c.slot_bias.view, c.w_ptr.view,
+                          c.w_idx.view, c.w_val.view, S, threshold, cs.max_nnz, self.featurizer.block_offsets)
+
+    def _make_generator(self, name: str) -> Generator:
+        if name != LearnedGenerator.name:
+            return make_generator(name, self.calibration)
+        if isinstance(getattr(self, "generator", None), LearnedGenerator):
+            return self.generator
+        if not (self.workdir / GENERATOR_FILE).exists():
+            raise ModelError(f"{self.workdir}: no learned generator ({GENERATOR_FILE}); train one with "
+                             f"`python -m xrmeta.train_generator --model-dir <model>` or `fit_generator`")
+        return LearnedGenerator.load(self.workdir, self.selector.Z, feature_blocks(self.featurizer.block_offsets))
+
+    def use_generator(self, name: str) -> None:
+        """Switch the generator used by later `add_items` calls (items already inserted keep their classifier).
+        Not to be called while another thread inserts."""
+        generator = self._make_generator(name)
+        self.configs.coldstart.generator = name
+        self.generator = generator
+
+    def fit_generator(self, X: smat.csr_matrix, Y: smat.spmatrix, config: LearnedConfig | None = None,
+                      threads: int = 1, verbose: bool = True) -> LearnedGenerator:
+        """Train the learned generator on the training queries' TF-IDF rows X and their relevance Y (queries x
+        trained items, in training order) and make it the model's generator. The tree and classifiers stay
+        frozen. Queries may run meanwhile; inserts must wait until it returns."""
+        self.generator = train_generator(self, X, Y, config, threads, verbose)
+        self.configs.coldstart.generator = LearnedGenerator.name
+        self.info["generator"] = self.generator.info
+        return self.generator
 
     @property
     def centroids(self) -> smat.csr_matrix:
@@ -207,8 +256,14 @@ class XRMetaModel:
         return self._centroids
 
     def remove_items(self, ids: list[str]) -> None:
-        """Delist items (trained or inserted); they never come back in results. Unknown ids: nothing removed."""
-        self.catalog.remove(list(ids))
+        """Delist items (trained or inserted); they never come back in results. Unknown ids: nothing removed.
+
+        Thread-safe like add_items: each item vanishes from queries atomically (a query that starts after this
+        returns never sees it); with a log, the removal is fsync'd to it first.
+        """
+        ids = _as_list(ids, "ids")
+        if ids:
+            self.catalog.remove(ids, _journal(self.log, {"op": "remove", "ids": ids}))
 
     # ------------------------------------------------------------ search
     def predict_slots(self, X: smat.csr_matrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
@@ -245,50 +300,84 @@ class XRMetaModel:
 
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> None:
-        """Write the model directory. Saving into the directory the model came from rewrites only the parts
-        that change after training (catalog, config)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if folder.resolve() != self.workdir.resolve():
-            self.featurizer.save(folder / "featurizer")
-            for part in ("xlinear", "upper"):
-                if (folder / part).exists():
-                    shutil.rmtree(folder / part)
-                if (self.workdir / part).exists():
-                    shutil.copytree(self.workdir / part, folder / part)
-        self.catalog.save(folder)
-        Z = self.selector.Z
-        np.savez(folder / "selector.npz", indptr=Z.indptr, indices=Z.indices, data=Z.data,
-                 shape=np.array(Z.shape), label_slot=self.label_slot)
-        config = {
-            "format_version": FORMAT_VERSION,
-            "featurizer": asdict(self.configs.featurizer),
-            "tree": asdict(self.configs.tree),
-            "coldstart": asdict(self.configs.coldstart),
-            "calibration": asdict(self.calibration),
-            "info": dict(self.info, n_items=len(self.catalog), n_inserted=self.catalog.n_slots - self.catalog.n_base),
-        }
-        (folder / "config.json").write_text(json.dumps(config, indent=1))
+        """Write the model directory atomically (see `persist`): every file goes to a temporary sibling, is
+        fsync'd, and the sibling replaces folder by rename, so a crash at any point leaves the previous model
+        loadable. config.json, written last, lists the size and sha256 of every other file.
+
+        folder must be absent, empty or a model directory: it is replaced whole. Saving into the directory the
+        model was loaded from hard-links the unchanged PECOS parts instead of copying them. The new snapshot
+        holds every insert and removal so far, so it starts without a log; a model that logs to folder goes on
+        logging to the new one. add_items / remove_items wait while this runs; queries do not.
+        """
+        folder = Path(folder).resolve()
+        with self.catalog.lock:  # one consistent state on disk
+            own_log = self.log is not None and self.log.folder == folder
+            if not own_log:
+                persist.check_no_writer(folder)  # replacing folder would cut a logging process off its log
+            config = {
+                "format_version": FORMAT_VERSION,
+                "featurizer": asdict(self.configs.featurizer),
+                "tree": asdict(self.configs.tree),
+                "coldstart": asdict(self.configs.coldstart),
+                "calibration": asdict(self.calibration),
+                "info": dict(self.info, n_items=len(self.catalog),
+                             n_inserted=self.catalog.n_slots - self.catalog.n_base),
+            }
+            in_place = folder == self.workdir.resolve()
+            with persist.write_dir(folder, config) as out:
+                for part in ("featurizer", "xlinear", "upper"):  # never change after training
+                    if (self.workdir / part).exists():
+                        persist.copy_tree(self.workdir / part, out / part, link=in_place)
+                if not (out / "featurizer").exists():  # fresh from training: only in memory
+                    self.featurizer.save(out / "featurizer")
+                self.catalog.save(out)
+                Z = self.selector.Z
+                np.savez(out / "selector.npz", indptr=Z.indptr, indices=Z.indices, data=Z.data,
+                         shape=np.array(Z.shape), label_slot=self.label_slot)
+                if isinstance(self.generator, LearnedGenerator):
+                    self.generator.save(out)
+            if own_log:  # the old log went away with the old snapshot, which the new one supersedes
+                self.log.close()
+                self.log = persist.ItemLog.open(folder)[0]
 
     @classmethod
-    def load(cls, folder: str | Path) -> XRMetaModel:
+    def load(cls, folder: str | Path, log: bool = False) -> XRMetaModel:
+        """Read a model directory: check every file against config.json's manifest (a missing, truncated or
+        corrupted file raises an error naming it), load the snapshot, then replay the directory's log (inserts
+        and removals made since that save).
+
+        log=True makes this process the directory's one writer: every later add_items / remove_items is
+        appended to the log and fsync'd before it returns, so a crash loses none of them (`model.log.close()`
+        releases the directory). log=False keeps later changes in memory until `save`.
+        """
         folder = Path(folder)
-        if not (folder / "config.json").exists():
-            raise ModelError(f"{folder}: not an xrmeta model directory (no config.json)")
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{folder / 'config.json'}: format version {config.get('format_version')}, "
-                             f"this xrmeta reads {FORMAT_VERSION}")
-        configs = _Configs(FeaturizerConfig(**config["featurizer"]), TreeConfig(**config["tree"]),
-                           ColdStartConfig(**config["coldstart"]))
+        config = persist.read_config(folder)
+        version = config.get("format_version")
+        if version not in (1, FORMAT_VERSION):
+            raise ModelError(f"{folder / 'config.json'}: format version {version!r}, this xrmeta reads 1 and "
+                             f"{FORMAT_VERSION}")
+        if version != 1:
+            persist.verify(folder, config.get("files"))
+        try:
+            configs = _Configs(FeaturizerConfig(**config["featurizer"]), TreeConfig(**config["tree"]),
+                               ColdStartConfig(**config["coldstart"]))
+            calibration = Calibration(**config["calibration"])
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"{folder / 'config.json'}: missing or unknown setting {e}") from None
         featurizer = Featurizer.load(folder / "featurizer")
         catalog = Catalog.load(folder, featurizer.n_features, configs.tree.post_processor)
         upper = UpperLayers.load(folder / "upper", catalog.n_clusters)
         with np.load(folder / "selector.npz") as z:
             Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             label_slot = z["label_slot"]
-        return cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                   Calibration(**config["calibration"]), config["info"])
+        model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
+                    calibration, config["info"])
+        _open_log(model, folder, log)
+        if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
+            if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
+                model.log.close()
+            raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
+        return model
 
 
 def make_selector(Z: smat.spmatrix, config: ColdStartConfig) -> Selector:
@@ -326,3 +415,59 @@ def _calibrate(X, Y, catalog: Catalog, selector: Selector, label_slot, seed, n_p
     W = catalog.weights(np.arange(catalog.n_base))
     return fit_calibration(X, np.concatenate([q, q]), np.concatenate([pos, neg]), W, catalog.slot_bias.view,
                            selector.Z)
+
+
+# ---------------------------------------------------------------- input checks and the item log
+MAX_TITLE_CHARS = 4096  # a product title, not a document: longer ones are rejected (the log stores every title)
+
+
+def title_problem(title) -> str | None:
+    """Why a new item's title is unusable, or None."""
+    if not isinstance(title, str) or not title.strip():
+        return "empty or non-string title"
+    if len(title) > MAX_TITLE_CHARS:
+        return f"title longer than {MAX_TITLE_CHARS} characters"
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError:
+        return "title is not valid Unicode (lone surrogates, as from undecodable bytes)"
+    return None
+
+
+def _as_list(values, what: str) -> list:
+    """A list of the given values; a lone string is refused (list() would split it into characters)."""
+    if isinstance(values, (str, bytes)):
+        raise ModelError(f"{what} must be a list of strings, not a single {type(values).__name__}")
+    try:
+        return list(values)
+    except TypeError:
+        raise ModelError(f"{what} must be a list of strings, got {type(values).__name__}") from None
+
+
+def _journal(log: persist.ItemLog | None, record: dict):
+    """The catalogue's before_change hook: log the batch once it is known to be valid, before it is visible."""
+    return None if log is None else (lambda: log.append(record))
+
+
+def _open_log(model: XRMetaModel, folder: Path, log: bool) -> None:
+    """Replay folder's log into a freshly loaded model; with log, also lock it and make it the model's log."""
+    journal, records = persist.ItemLog.open(folder.resolve()) if log else (None, persist.read_log(folder))
+    try:
+        for n, rec in enumerate(records, 1):
+            try:
+                if rec.get("op") == "add":
+                    if rec.get("slot") != model.catalog.n_slots:  # a log of another snapshot
+                        raise ModelError(f"written at slot {rec.get('slot')}, the snapshot has "
+                                         f"{model.catalog.n_slots} slots")
+                    model.add_items(rec["titles"], rec["ids"])
+                elif rec.get("op") == "remove":
+                    model.remove_items(rec["ids"])
+                else:
+                    raise ModelError(f"unknown operation {rec.get('op')!r}")
+            except (KeyError, ValueError) as e:
+                raise persist.PersistError(f"{folder / persist.LOG} record {n}: cannot replay ({e})") from None
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+    model.log = journal

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numba
 
+from . import persist
 from .data import load_dataset, make_zero_shot_split
 from .featurize import FeaturizerConfig
 from .kernels import POST_PROCESSORS
 from .model import ASSIGNERS, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
+from .train_generator import add_generator_args, learned_config
 from .tree import LABEL_EMBEDDINGS, TreeConfig
+
+
+def finite(text: str) -> float:
+    """argparse type: a float that is not NaN or infinite (float() accepts 'nan' and 'inf')."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True,
                    help="homedepot | pricerunner | synthetic | a directory in Extreme Classification Repository format")
     p.add_argument("--model-dir", required=True, type=Path, help="where to write the model")
-    p.add_argument("--novel-frac", type=float, default=0.1, help="share of items held out as novel (cold start)")
-    p.add_argument("--test-frac", type=float, default=0.2, help="share of queries held out for testing")
+    p.add_argument("--novel-frac", type=finite, default=0.1, help="share of items held out as novel (cold start)")
+    p.add_argument("--test-frac", type=finite, default=0.2, help="share of queries held out for testing")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the clustering")
     p.add_argument("--export-novel", type=Path, help="write the novel items as an 'id<TAB>title' file for add_items")
     g = p.add_argument_group("features (TF-IDF: word 1-grams, word 2-grams, char 3-grams in word boundaries)")
@@ -36,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("tree (XR-Linear)")
     g.add_argument("--label-embedding", choices=LABEL_EMBEDDINGS, default="pifa",
                    help="item embedding for clustering: PIFA, own title TF-IDF, or alpha*PIFA + (1-alpha)*title")
-    g.add_argument("--mix-alpha", type=float, default=0.5, help="PIFA weight for --label-embedding mix")
+    g.add_argument("--mix-alpha", type=finite, default=0.5, help="PIFA weight for --label-embedding mix")
     g.add_argument("--branching", type=int, default=16, help="children per tree node")
     g.add_argument("--max-leaf-size", type=int, default=100, help="max items per leaf cluster")
-    g.add_argument("--threshold", type=float, default=0.1, help="weight pruning epsilon: drop |w| below it")
+    g.add_argument("--threshold", type=finite, default=0.1, help="weight pruning epsilon: drop |w| below it")
     g.add_argument("--beam-size", type=int, default=10, help="default beam size at query time")
     g.add_argument("--post-processor", choices=sorted(POST_PROCESSORS), default="l3-hinge",
                    help="score transform multiplied along the tree path")
@@ -52,16 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-candidates", type=int, default=32, help="pruned selector: candidates rescored exactly")
     g.add_argument("--assign", choices=ASSIGNERS, default="vote",
                    help="leaf cluster of a new item: neighbours' vote, nearest centroid, or where the tree routes its title")
-    g.add_argument("--generator", choices=sorted(GENERATORS), default="mean", help="how a new classifier is made")
-    g.add_argument("--max-nnz", type=int, default=256, help="non-zero weights kept per synthesized classifier")
+    g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
+                   help="how a new classifier is made; 'learned' trains the generator after the tree")
+    g.add_argument("--max-nnz", type=int, default=64, help="non-zero weights kept per synthesized classifier")
+    add_generator_args(p)
     p.add_argument("--threads", type=int, default=-1, help="threads for training (-1 = all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
+def check_outputs(args) -> None:
+    """Refuse unusable output paths before training, not after it."""
+    persist.check_target(args.model_dir)
+    if args.export_novel and args.export_novel.is_dir():
+        raise ValueError(f"{args.export_novel}: is a directory (--export-novel names a file)")
+    if args.threads == 0 or args.threads < -1 or args.min_df < 1 or args.max_feature < 0:
+        raise ValueError("--threads must be -1 or >= 1, --min-df >= 1 and --max-feature >= 0")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
+        generator_config = learned_config(args)
         data = load_dataset(args.dataset)
         split = make_zero_shot_split(data, novel_frac=args.novel_frac, test_frac=args.test_frac, seed=args.seed)
         if args.threads > 0:
@@ -75,16 +99,15 @@ def main(argv=None) -> int:
                        post_processor=args.post_processor, seed=args.seed),
             ColdStartConfig(k=args.k, selector=args.selector, max_postings=args.max_postings,
                             n_candidates=args.n_candidates, assign=args.assign, generator=args.generator, max_nnz=args.max_nnz),
-            threads=args.threads, verbose=not args.quiet,
+            threads=args.threads, verbose=not args.quiet, generator_config=generator_config,
             info={"dataset": args.dataset,
                   "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},
         )
-        model.save(args.model_dir)
+        model.save(args.model_dir)  # atomic, like the export below: a failed run leaves no half-written output
         if args.export_novel:
             args.export_novel.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.export_novel, "w", encoding="utf-8") as f:
-                for j in split.novel:
-                    f.write(f"{data.item_ids[j]}\t{' '.join(data.item_texts[j].split())}\n")
+            lines = "".join(f"{data.item_ids[j]}\t{' '.join(data.item_texts[j].split())}\n" for j in split.novel)
+            persist.write_file(args.export_novel, lines.encode("utf-8"))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from .. import kernels
 @dataclass
 class Plan:
     nbr_coef: np.ndarray  # (n, K) weights on the neighbours' classifiers (weight vector and bias alike)
-    self_coef: np.ndarray  # (n,) weight on the item's own TF-IDF vector
+    self_coef: np.ndarray  # (n,) weight on the item's own TF-IDF vector, or (n, n_blocks): one per n-gram block
     bias: np.ndarray  # (n,) added to the mixed bias
 
 
@@ -42,7 +42,8 @@ class Generator:
     def __init__(self, calibration: Calibration | None = None):
         self.calibration = calibration or Calibration()
 
-    def plan(self, nbr_items: np.ndarray, nbr_sims: np.ndarray) -> Plan:
+    def plan(self, S: smat.csr_matrix, nbr_items: np.ndarray, nbr_sims: np.ndarray) -> Plan:
+        """Mixing coefficients for new items with TF-IDF rows S and their neighbours (items, similarities)."""
         raise NotImplementedError
 
     def _neighbour_mean(self, nbr_items: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ class Generator:
 class MeanGenerator(Generator):
     name = "mean"
 
-    def plan(self, nbr_items, nbr_sims):
+    def plan(self, S, nbr_items, nbr_sims):
         coef = self._neighbour_mean(nbr_items, np.ones_like(nbr_sims))
         n = len(coef)
         return Plan(coef, np.zeros(n, np.float32), np.zeros(n, np.float32))
@@ -66,7 +67,7 @@ class MeanGenerator(Generator):
 class WeightedGenerator(Generator):
     name = "weighted"
 
-    def plan(self, nbr_items, nbr_sims):
+    def plan(self, S, nbr_items, nbr_sims):
         coef = self._neighbour_mean(nbr_items, np.maximum(nbr_sims, 0.0))
         n = len(coef)
         return Plan(coef, np.zeros(n, np.float32), np.zeros(n, np.float32))
@@ -75,14 +76,14 @@ class WeightedGenerator(Generator):
 class SelfGenerator(Generator):
     name = "self"
 
-    def plan(self, nbr_items, nbr_sims):
+    def plan(self, S, nbr_items, nbr_sims):
         return self._self_plan(len(nbr_items), np.zeros(nbr_items.shape, np.float32))
 
 
 class MeanSelfGenerator(Generator):
     name = "mean_self"
 
-    def plan(self, nbr_items, nbr_sims):
+    def plan(self, S, nbr_items, nbr_sims):
         plan = self._self_plan(len(nbr_items), self._neighbour_mean(nbr_items, np.ones_like(nbr_sims)))
         plan.bias[:] = 0.0  # the neighbours' biases already set the score scale
         return plan
@@ -97,13 +98,20 @@ def make_generator(name: str, calibration: Calibration | None = None) -> Generat
     return GENERATORS[name](calibration)
 
 
-def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.csr_matrix, threshold: float, max_nnz: int):
-    """Apply a plan: returns (weights CSR (n x F), biases (n,)). nbr_items index the rows of W (item-major)."""
+def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.csr_matrix, threshold: float,
+               max_nnz: int, block_offsets: np.ndarray | None = None):
+    """Apply a plan: returns (weights CSR (n x F), biases (n,)). nbr_items index the rows of W (item-major).
+    A per-block self_coef needs the featurizer's block_offsets."""
     n, n_features = S.shape
+    self_coef, self_val = plan.self_coef.astype(np.float32), S.data
+    if self_coef.ndim == 2:  # scale each non-zero of S by its row's coefficient for its n-gram block
+        block = np.searchsorted(block_offsets, S.indices, side="right") - 1
+        self_val = S.data * self_coef[np.repeat(np.arange(n), np.diff(S.indptr)), block]
+        self_coef = np.ones(n, dtype=np.float32)
     ptr, idx, val = kernels.mix_sparse(
         np.ascontiguousarray(nbr_items, dtype=np.int64), np.ascontiguousarray(plan.nbr_coef, dtype=np.float32),
         W_ptr, W_idx, W_val,
-        S.indptr.astype(np.int64), S.indices, S.data, plan.self_coef.astype(np.float32),
+        S.indptr.astype(np.int64), S.indices, self_val.astype(np.float32), self_coef,
         n_features, np.float32(threshold), int(max_nnz),
     )
     valid = nbr_items >= 0

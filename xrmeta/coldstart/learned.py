@@ -1,0 +1,648 @@
+"""The learned generator: a tiny transformer that decides how to mix a new item's classifier (IRENE-style).
+
+Why this shape. Classifiers are sparse vectors over ~10^5-10^6 n-gram features, so the generator never looks at
+their coordinates: a dense layer over them would be huge, slow to apply and would not stay sparse. It reads a few
+numbers that describe the new item and each of its K neighbours, and outputs the coefficients of a sparse mix
+
+    w_new = sum_k alpha_k * w_k  +  sum_b beta_b * z_new[block b],     bias_new = sum_k alpha_k * b_k + gamma
+
+where w_k, b_k are the neighbours' trained classifiers and z_new[block b] is the item's own TF-IDF vector
+restricted to n-gram type b (word 1-grams, word 2-grams, char 3-grams). `generate.synthesize` applies the mix
+and prunes it like a trained classifier, so a synthesized item costs no more to score than a trained one.
+
+The input is a sequence of tokens, one for the item and one per neighbour, and each token holds plain numbers:
+- item token: its mass and non-zero count in each n-gram block, and the top and mean neighbour similarity;
+- neighbour token: its cosine to the item (whole and per block), its gap to the best neighbour, its popularity
+  (training queries), its bias, and the norm and non-zero count of its classifier.
+Rank and type embeddings tell the tokens apart. A pre-LN transformer (depth 1 by default) lets every token see
+the others. A neighbour's output gives alpha_k, and the item's output gives (beta, gamma). A popular, close
+neighbour can then dominate, and a thin one (no clicks, so a weak classifier) can defer to the title.
+Everything is permutation-aware and has ~10^4 parameters, which matters because IRENE's analysis says small
+K and depth generalize best.
+
+Training (`train_generator`), IRENE-style, with the encoder (TF-IDF), the tree and the served classifiers
+frozen. Proxies must look like new items, and three things would give them away:
+- A new item's queries were never training negatives of its neighbours' classifiers, whereas PECOS trains a
+  leaf classifier against every query with a positive in its cluster. Its queries are also unseen by them,
+  whereas a trained classifier scores its own training positives far higher than fresh queries. So in a
+  sample of whole leaf clusters, `proxy_frac` of the clicked items become proxies. Their queries, plus
+  `observed_query_frac` of the other queries, are held out, and the sample's other items get their leaf
+  classifiers retrained without either (PECOS's solver, the model's settings).
+- A new item's title has out-of-vocabulary n-grams (the vocabulary came from training texts), whereas an
+  observed title's n-grams are all in it. So a proxy's title loses the n-grams only it brought in, as if unseen.
+- Neighbours are searched among the observed items other than the proxies, so a proxy never sees its own
+  classifier.
+
+The loss is binary cross-entropy over (held-out query, item) pairs, with weight C (`pos_weight`) on positives.
+The items are the query's relevant proxies, proxies of its beam clusters (tree negatives), random proxies
+(in-batch, the batch being the sample), and relevant and beam-drawn retrained items, whose held-out scores are
+fixed. The logit increases with the score an item gets at search time, log(transform(s) * path score). So the
+loss sees what ranking sees: the hinge transform saturates at s >= 1, and the cluster's path score multiplies
+in. Generated and trained items share that scale.
+
+Training is cheap because the mix is linear in its coefficients. A pair's score is
+alpha . u + beta . v + gamma with u_k = x . w_k + b_k and v_b = x . z[block b]. These dot products are computed
+once, with a numba kernel, and only the ~10^4-parameter network is trained, full batch, on them. Pruning the
+synthesized vector is left out of the loss; its effect shows in the measured results.
+
+Calibration for the generalized setting: a new item must not push a relevant trained item off the top. A last
+shift of gamma is set by bisection. It is the largest shift at which, on held-out queries with no relevant
+proxy, new items are expected to cost at most `steal_tolerance` of top-1 accuracy, with `new_in_beam` of them
+in a query's beam. The shift is then lowered by `bias_margin`, because the tree saw those queries in training
+and reaches their clusters with higher path scores than a fresh query gets. It is floored so that most relevant
+generated scores stay where float32 can still rank them.
+
+Serving uses no torch. `MetaNet.export` writes plain arrays, and `kernels.meta_forward` (numba) runs the same
+forward pass during `add_items`. A test checks that it agrees with torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import scipy.sparse as smat
+from tqdm import tqdm
+
+from .. import kernels
+from .generate import Calibration, Generator, Plan
+
+N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
+GENERATOR_FILE = "generator.npz"
+# A hinge transform is flat at s >= 1, so a negative pushed there gets no gradient and training can run away
+# into saturation; in the loss only, scores above 1 lose this much log-score per unit.
+SATURATION_SLOPE = 0.2
+# exp(-(1 - s)^3) underflows float32 near s = -3.4 (sooner once multiplied by a path score)
+UNDERFLOW_SCORE = -2.5
+
+
+class GeneratorError(ValueError):
+    pass
+
+
+@dataclass
+class LearnedConfig:
+    depth: int = 1  # transformer layers
+    d_model: int = 16
+    n_heads: int = 2
+    d_ff: int = 32
+    steps: int = 40  # full-batch Adam steps
+    lr: float = 0.03
+    pos_weight: float = 0.5  # C: weight of a positive pair in the loss
+    tree_negatives: int = 16  # per held-out query: proxies inside its beam
+    batch_negatives: int = 4  # per held-out query: random proxies
+    observed_negatives: int = 8  # per query: retrained observed items of its beam (calibration competitors)
+    observed_query_frac: float = 0.2  # other queries of the sampled items also held out (generalized setting)
+    steal_tolerance: float = 0.001  # top-1 accuracy new items may cost those queries (bias calibration)
+    new_in_beam: int = 100  # new items a query's beam holds at search time, for that estimate
+    bias_margin: float = 1.0  # the calibrated bias shift is lowered by this much (fresh queries; see below)
+    beam_size: int = 10  # beam used to mine tree negatives
+    max_items: int = 2000  # whole leaf clusters are sampled until this many items
+    proxy_frac: float = 0.2  # of the sampled items with a training query: held out as proxies for new items
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.depth < 1 or self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+            raise GeneratorError("depth, d_model, n_heads must be >= 1 and d_model divisible by n_heads")
+        if self.steps < 1 or self.lr <= 0 or self.pos_weight <= 0 or self.max_items < 2:
+            raise GeneratorError("steps >= 1, lr > 0, pos_weight > 0 and max_items >= 2 are required")
+        if not 0 < self.proxy_frac < 1 or not 0 <= self.observed_query_frac <= 1:
+            raise GeneratorError("proxy_frac must lie in (0, 1) and observed_query_frac in [0, 1]")
+        if min(self.tree_negatives, self.batch_negatives, self.observed_negatives) < 0 or self.beam_size < 1:
+            raise GeneratorError("negatives must be >= 0 and beam_size >= 1")
+
+
+# ---------------------------------------------------------------- features
+def feature_blocks(block_offsets: np.ndarray) -> np.ndarray:
+    """feature -> n-gram block (int8), from the featurizer's block offsets."""
+    return np.repeat(np.arange(len(block_offsets) - 1), np.diff(block_offsets)).astype(np.int8)
+
+
+def slot_stats(w_ptr: np.ndarray, w_val: np.ndarray, slot_bias: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """(n_slots, 4) per observed item: log(1 + training queries), bias, log classifier norm, log(1 + nnz)."""
+    n = len(popularity)
+    nnz = np.diff(w_ptr[: n + 1])
+    sq = np.add.reduceat(w_val[: w_ptr[n]].astype(np.float64) ** 2, np.minimum(w_ptr[:n], max(w_ptr[n] - 1, 0)))
+    sq = np.where(nnz > 0, sq, 0.0)
+    return np.stack([np.log1p(popularity), slot_bias[:n], 0.5 * np.log(sq + 1e-12), np.log1p(nnz)],
+                    axis=1).astype(np.float32)
+
+
+def token_features(S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, Z: smat.csr_matrix,
+                   stats: np.ndarray, feature_block: np.ndarray, n_blocks: int):
+    """Tokens (n, K+1, N_FEATURES) and valid mask (n, K+1) for items with TF-IDF rows S (sorted indices) and
+    their neighbours (rows of Z, -1 = none) with similarities sims: `kernels.item_tokens`, one numba pass, the
+    same at training and at insertion."""
+    S = smat.csr_matrix(S, dtype=np.float32)
+    return kernels.item_tokens(S.indptr.astype(np.int64), S.indices, S.data, np.ascontiguousarray(nbrs, np.int64),
+                               np.ascontiguousarray(sims, np.float32), Z.indptr.astype(np.int64), Z.indices, Z.data,
+                               stats, feature_block, n_blocks, N_FEATURES, numba.get_num_threads())
+
+
+# ---------------------------------------------------------------- the network (torch, training only)
+def _torch():
+    import torch  # imported lazily: serving never needs it
+
+    return torch
+
+
+def make_net(config: LearnedConfig, k: int, n_blocks: int, calibration: Calibration, mu, sd):
+    torch = _torch()
+    nn = torch.nn
+
+    class MetaNet(nn.Module):
+        """Pre-LN transformer over [item token, neighbour tokens]; mirrored by `kernels.meta_forward`."""
+
+        def __init__(self):
+            super().__init__()
+            d, L, f = config.d_model, config.depth, config.d_ff
+            g = torch.Generator().manual_seed(config.seed)
+
+            def init(*shape, scale=None):
+                fan_in = shape[-2] if len(shape) >= 2 else shape[-1]
+                s = scale if scale is not None else fan_in**-0.5
+                return nn.Parameter(torch.randn(*shape, generator=g) * s)
+
+            def const(value, *shape):
+                return nn.Parameter(torch.full(shape, float(value)))
+
+            self.register_buffer("mu", torch.as_tensor(mu))
+            self.register_buffer("sd", torch.as_tensor(sd))
+            self.w_in, self.b_in, self.pos = init(2, N_FEATURES, d), const(0, 2, d), init(k + 1, d, scale=0.1)
+            self.ln1_g, self.ln1_b = const(1, L, d), const(0, L, d)
+            self.wq, self.bq = init(L, d, d), const(0, L, d)
+            self.wk, self.bk = init(L, d, d), const(0, L, d)
+            self.wv, self.bv = init(L, d, d), const(0, L, d)
+            self.wo, self.bo = init(L, d, d), const(0, L, d)
+            self.ln2_g, self.ln2_b = const(1, L, d), const(0, L, d)
+            self.w1, self.b1 = init(L, d, f), const(0, L, f)
+            self.w2, self.b2 = init(L, f, d), const(0, L, d)
+            self.lnf_g, self.lnf_b = const(1, d), const(0, d)
+            # heads start at the mean_self baseline: alpha = 1/K, beta = title calibration, gamma = its bias
+            # alpha and beta go through a softplus (a mix of classifiers with negative weights is not one
+            # the data can justify, and it keeps training stable); the raw bias starts at the inverse
+            self.w_nbr, self.b_nbr = const(0, d, 1), const(_inverse_softplus(1.0 / k), 1)
+            self.w_self = const(0, d, n_blocks + 1)
+            self.b_self = nn.Parameter(torch.tensor([_inverse_softplus(max(calibration.scale, 1e-3))] * n_blocks
+                                                    + [calibration.bias]))
+
+        def forward(self, tokens, valid):
+            kind = torch.ones(tokens.shape[1], dtype=torch.long)
+            kind[0] = 0
+            x = (tokens - self.mu[kind]) / self.sd[kind]
+            x = torch.einsum("ntf,tfd->ntd", x, self.w_in[kind]) + self.b_in[kind] + self.pos
+            n, T, d = x.shape
+            h_ = d // config.n_heads
+            blocked = ~valid[:, None, None, :]
+            for layer in range(config.depth):
+                h = nn.functional.layer_norm(x, (d,), self.ln1_g[layer], self.ln1_b[layer], eps=1e-5)
+                q, kk, v = (h @ w[layer] + b[layer] for w, b in ((self.wq, self.bq), (self.wk, self.bk),
+                                                                 (self.wv, self.bv)))
+                q, kk, v = (a.view(n, T, config.n_heads, h_).transpose(1, 2) for a in (q, kk, v))
+                att = (q @ kk.transpose(-1, -2)) * h_**-0.5
+                att = att.masked_fill(blocked, float("-inf")).softmax(-1)
+                mixed = (att @ v).transpose(1, 2).reshape(n, T, d)
+                x = x + mixed @ self.wo[layer] + self.bo[layer]
+                h = nn.functional.layer_norm(x, (d,), self.ln2_g[layer], self.ln2_b[layer], eps=1e-5)
+                x = x + torch.relu(h @ self.w1[layer] + self.b1[layer]) @ self.w2[layer] + self.b2[layer]
+            h = nn.functional.layer_norm(x, (d,), self.lnf_g, self.lnf_b, eps=1e-5)
+            softplus = nn.functional.softplus
+            alpha = softplus((h[:, 1:] @ self.w_nbr + self.b_nbr).squeeze(-1)) * valid[:, 1:]
+            out = h[:, 0] @ self.w_self + self.b_self
+            return alpha, torch.cat([softplus(out[:, :-1]), out[:, -1:]], dim=1)
+
+        def export(self) -> dict:
+            """Plain float32 arrays for `kernels.meta_forward`."""
+            return {name: t.detach().numpy().astype(np.float32).copy() for name, t in self.state_dict().items()}
+
+    return MetaNet()
+
+
+def _inverse_softplus(y: float) -> float:
+    return float(np.log(np.expm1(y)))
+
+
+PARAM_ORDER = ("mu", "sd", "w_in", "b_in", "pos", "ln1_g", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo",
+               "ln2_g", "ln2_b", "w1", "b1", "w2", "b2", "lnf_g", "lnf_b", "w_nbr", "b_nbr", "w_self", "b_self")
+
+
+# ---------------------------------------------------------------- the generator (serving: numpy + numba)
+class LearnedGenerator(Generator):
+    name = "learned"
+
+    def __init__(self, params: dict, stats: np.ndarray, Z: smat.csr_matrix, feature_block: np.ndarray,
+                 n_heads: int, info: dict | None = None):
+        super().__init__()
+        missing = [p for p in PARAM_ORDER if p not in params]
+        if missing:
+            raise GeneratorError(f"generator parameters lack {missing}")
+        self.params = {p: np.ascontiguousarray(params[p], dtype=np.float32) for p in PARAM_ORDER}
+        self.stats = stats
+        self.Z = Z
+        self.feature_block = feature_block
+        self.n_blocks = int(feature_block.max()) + 1 if len(feature_block) else 1
+        self.n_heads = int(n_heads)
+        self.info = info or {}
+        self.k = self.params["pos"].shape[0] - 1
+
+    def forward(self, tokens: np.ndarray, valid: np.ndarray):
+        return kernels.meta_forward(np.ascontiguousarray(tokens, dtype=np.float32), valid,
+                                    *(self.params[p] for p in PARAM_ORDER), self.n_heads, numba.get_num_threads())
+
+    def plan(self, S, nbr_items, nbr_sims) -> Plan:
+        if nbr_items.shape[1] != self.k:
+            raise GeneratorError(f"the learned generator was trained for k={self.k} neighbours, got "
+                                 f"{nbr_items.shape[1]}; retrain it or set k={self.k}")
+        tokens, valid = token_features(S, nbr_items, nbr_sims, self.Z, self.stats, self.feature_block,
+                                       self.n_blocks)
+        alpha, out = self.forward(tokens, valid)
+        return Plan(alpha, out[:, :-1].copy(), out[:, -1].copy())
+
+    def save(self, folder: Path) -> None:
+        np.savez(Path(folder) / GENERATOR_FILE, stats=self.stats, n_heads=self.n_heads,
+                 info=np.array(json.dumps(self.info)), **self.params)
+
+    @classmethod
+    def load(cls, folder: Path, Z: smat.csr_matrix, feature_block: np.ndarray) -> LearnedGenerator:
+        path = Path(folder) / GENERATOR_FILE
+        if not path.exists():
+            raise GeneratorError(f"{path}: no learned generator in this model; train one with "
+                                 f"`python -m xrmeta.train_generator --model-dir {folder}`")
+        with np.load(path) as z:
+            params = {p: z[p] for p in PARAM_ORDER if p in z}
+            return cls(params, z["stats"], Z, feature_block, int(z["n_heads"]), json.loads(str(z["info"])))
+
+
+def _normalized(S: smat.csr_matrix) -> smat.csr_matrix:
+    from sklearn.preprocessing import normalize
+
+    S = normalize(smat.csr_matrix(S, dtype=np.float32))
+    S.sort_indices()
+    return S
+
+
+# ---------------------------------------------------------------- training
+def _log(msg: str, verbose: bool) -> None:
+    if verbose:
+        print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Pairs:
+    """(query, item) pairs with everything the loss needs, precomputed. Items are proxies (their score is
+    generated) or, with item -1, observed competitors whose score is fixed (their held-out classifier)."""
+
+    query: np.ndarray  # (P,) rows of X
+    item: np.ndarray  # (P,) index of the proxy in the proxy list; -1: an observed item
+    label: np.ndarray  # (P,) 1 = relevant
+    u: np.ndarray  # (P, K) x . w_k + b_k of the proxy's neighbours (held-out classifiers)
+    v: np.ndarray  # (P, n_blocks) x . z[block] of the proxy's own title
+    fixed: np.ndarray  # (P,) score of an observed competitor
+    log_path: np.ndarray  # (P,) log path score of the item's leaf cluster for the query
+
+
+def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: LearnedConfig | None = None,
+                    threads: int = 1, verbose: bool = True) -> LearnedGenerator:
+    """Train the learned generator of `model` (an XRMetaModel) on its training queries X (TF-IDF rows) and
+    relevance Y (queries x trained items, in training order). Nothing of the model is changed. The module
+    docstring explains the proxies, the held-out retraining, the loss and the calibration."""
+    torch = _torch()
+    config = config or LearnedConfig()
+    config.validate()
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    k = model.configs.coldstart.k
+    cat, Z = model.catalog, model.selector.Z
+    fb = feature_blocks(model.featurizer.block_offsets)
+    n_blocks = int(fb.max()) + 1
+    X = smat.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    if Y.shape != (X.shape[0], cat.n_base):
+        raise GeneratorError(f"Y is {Y.shape}, expected {X.shape[0]} queries x {cat.n_base} trained items")
+    Ys = smat.csr_matrix(Y, dtype=np.float32)[:, np.argsort(model.label_slot)]  # columns in slot order
+    Ys.sort_indices()
+
+    proxies, rest = _choose_proxies(cat, Ys, config, rng)
+    queries = _held_out_queries(Ys, proxies, rest, config.observed_query_frac, rng)
+    W, bias = _held_out_classifiers(model, X, Ys, proxies, rest, queries, threads)
+    # tokens describe neighbours by their served classifiers (what `plan` sees), while the pair scores below
+    # use the held-out ones
+    stats = slot_stats(cat.w_ptr.view, cat.w_val.view, cat.slot_bias.view, np.diff(Ys.tocsc().indptr))
+    titles = _as_if_unseen(Z, X, proxies, fb, n_blocks, model.configs.featurizer.min_df)
+    nbrs, sims = _neighbours_excluding(model.selector, titles, proxies, k)
+    tokens, valid = token_features(titles, nbrs, sims, Z, stats, fb, n_blocks)
+    pairs = _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config, rng)
+    t_prep = time.perf_counter() - t0
+    _log(f"  generator: {len(proxies)} proxies ({len(rest)} classifiers retrained), {len(pairs.query)} pairs, "
+         f"prepared in {t_prep:.2f} s", verbose)
+
+    net = make_net(config, k, n_blocks, model.calibration, *_token_moments(tokens, valid))
+    post = kernels.POST_PROCESSORS[model.configs.tree.post_processor]
+    loss, scores = _fit(net, tokens, valid, pairs, post, config, verbose)
+    shift = _generalized_shift(scores, pairs, post, config.steal_tolerance, config.new_in_beam, config.bias_margin)
+    with torch.no_grad():
+        net.b_self[-1] += shift
+    info = dict(config=asdict(config), n_proxies=int(len(proxies)), n_retrained=int(len(rest)),
+                n_pairs=int(len(pairs.query)), n_positive_pairs=int(pairs.label.sum()), final_loss=loss,
+                bias_shift=round(shift, 4),
+                prepare_seconds=round(t_prep, 3), seconds=round(time.perf_counter() - t0, 3))
+    _log(f"  generator: loss {loss:.4f}, {info['seconds']:.2f} s", verbose)
+    return LearnedGenerator(net.export(), stats, Z, fb, config.n_heads, info)
+
+
+def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, verbose: bool):
+    """Full-batch Adam on the weighted BCE of the search score; returns (final loss, scores of the pairs).
+
+    The logit is an increasing function of the score a synthesized item gets at search time,
+    log(transform(s) * path score), so the loss sees what ranking sees: a hinge transform saturates at s >= 1
+    (a vector that is too large ties with everything) and the cluster's path score multiplies in. That also
+    calibrates s to the trained classifiers' scale, which share the same transform and path scores."""
+    torch = _torch()
+    T = {name: torch.as_tensor(a) for name, a in dict(tokens=tokens, valid=valid, **vars(pairs)).items()}
+    temperature = torch.nn.Parameter(torch.tensor(1.0))
+    offset = torch.nn.Parameter(torch.tensor(0.0))
+    opt = torch.optim.Adam(list(net.parameters()) + [temperature, offset], lr=config.lr)
+    weight = 1.0 + (config.pos_weight - 1.0) * T["label"]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tensors are tiny: more threads only add synchronization (and contention)
+    try:
+        bar = tqdm(range(config.steps), desc="training generator", disable=not verbose, leave=False)
+        for _ in bar:
+            opt.zero_grad()
+            s = _pair_scores(net, T)
+            log_score = (torch.nn.functional.logsigmoid(s) if post == 0 else
+                         -torch.relu(1.0 - s) ** post - SATURATION_SLOPE * torch.relu(s - 1.0))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                temperature * (log_score + T["log_path"]) + offset, T["label"], weight=weight)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        with torch.no_grad():
+            scores = _pair_scores(net, T).numpy()
+    finally:
+        torch.set_num_threads(old_threads)
+    return float(loss.item()), scores
+
+
+def _log_search_score(score, log_path, post: int) -> np.ndarray:
+    """log(transform(s) * path score), as search ranks."""
+    return (-np.maximum(1.0 - score, 0.0) ** post if post else -np.logaddexp(0.0, -score)) + log_path
+
+
+def _generalized_shift(scores, pairs: _Pairs, post: int, tolerance: float, new_in_beam: int,
+                       margin: float) -> float:
+    """The largest shift of the generated biases with which new items are expected to cost at most
+    `tolerance` of top-1 accuracy on held-out queries that no proxy is relevant to (the generalized setting: a
+    new item must not push a relevant trained item off the top).
+
+    A query loses its top-1 when its relevant trained item was best among trained items and one of the new
+    items in its beam scores higher. From the sampled proxies, p = the share that outscore that item; with
+    `new_in_beam` new items in the beam at search time the loss is 1 - (1 - p)^new_in_beam. A few sampled
+    proxies would understate it by far. The tree was trained on these queries, so it reaches their relevant
+    clusters with higher path scores than it reaches a fresh query's: the shift found is lowered by `margin`
+    (never below the floor)."""
+    generated = pairs.item >= 0
+    n_q = pairs.query.max() + 1
+    has_new = np.zeros(n_q, dtype=bool)
+    has_new[pairs.query[generated & (pairs.label > 0)]] = True
+    rows = ~has_new[pairs.query]
+    n_queries = len(np.unique(pairs.query[rows]))
+    observed = rows & ~generated
+    log_score = _log_search_score(scores, pairs.log_path, post)
+    # per query: its best relevant and best other trained item; top-1 when the former wins (ties go against)
+    best_rel = np.full(n_q, -np.inf)
+    best_other = np.full(n_q, -np.inf)
+    rel = observed & (pairs.label > 0)
+    np.maximum.at(best_rel, pairs.query[rel], log_score[rel])
+    np.maximum.at(best_other, pairs.query[observed & ~rel], log_score[observed & ~rel])
+    correct = best_rel > best_other
+    cand = rows & generated & correct[pairs.query]
+    q = pairs.query[cand]
+    n_cand = np.bincount(q, minlength=n_q)
+
+    def expected_loss(shift: float) -> float:
+        beats = _log_search_score(scores[cand] + shift, pairs.log_path[cand], post) >= best_rel[q]
+        p = np.bincount(q, weights=beats, minlength=n_q) / np.maximum(n_cand, 1)
+        return float((1.0 - (1.0 - p) ** new_in_beam).sum() / max(n_queries, 1))
+
+    # floor: most relevant generated pairs keep s >= UNDERFLOW_SCORE, or their transformed scores would
+    # underflow float32 to 0 and new items could no longer be ranked at all
+    relevant = scores[generated & (pairs.label > 0)]
+    lo = float(UNDERFLOW_SCORE - np.percentile(relevant, 10)) if len(relevant) else -8.0
+    hi = max(lo, 4.0)  # the loss grows with the shift: bisect
+    floor = lo
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if expected_loss(mid) <= tolerance:
+            lo = mid
+        else:
+            hi = mid
+    return max(floor, lo - margin)
+
+
+def _pair_scores(net, T):
+    alpha, out = net(T["tokens"], T["valid"])
+    item = T["item"].clamp(min=0)
+    generated = (alpha[item] * T["u"]).sum(-1) + (out[item, :-1] * T["v"]).sum(-1) + out[item, -1]
+    return _torch().where(T["item"] >= 0, generated, T["fixed"])
+
+
+def _token_moments(tokens: np.ndarray, valid: np.ndarray):
+    """Per token type (item, neighbour) and feature: mean and std over valid tokens (std 1 where constant)."""
+    mu = np.zeros((2, N_FEATURES), dtype=np.float32)
+    sd = np.ones((2, N_FEATURES), dtype=np.float32)
+    for kind, sel in ((0, tokens[:, 0]), (1, tokens[:, 1:][valid[:, 1:]])):
+        if len(sel):
+            mu[kind] = sel.mean(axis=0)
+            s = sel.std(axis=0)
+            sd[kind] = np.where(s > 1e-6, s, 1.0)
+    return mu, sd
+
+
+def _choose_proxies(cat, Ys: smat.csr_matrix, config: LearnedConfig, rng):
+    """Sample whole leaf clusters up to max_items; in them, proxy_frac of the items that have a training query
+    become proxies, the rest of the sampled items get held-out classifiers. Returns (proxies, rest), slots."""
+    ptr = cat.base_slot_ptr
+    sizes = np.diff(ptr)
+    order = rng.permutation(len(sizes))
+    n_take = int(np.searchsorted(np.cumsum(sizes[order]), config.max_items)) + 1
+    sample = np.concatenate([np.arange(ptr[c], ptr[c + 1]) for c in np.sort(order[:n_take])]).astype(np.int64)
+    clicked = sample[np.diff(Ys.tocsc().indptr)[sample] > 0]
+    n_proxies = max(1, int(round(config.proxy_frac * len(clicked))))
+    if len(clicked) < 2:
+        raise GeneratorError("too few trained items with a training query to train the generator")
+    proxies = np.sort(rng.choice(clicked, size=min(n_proxies, len(clicked) - 1), replace=False))
+    return proxies, np.setdiff1d(sample, proxies)
+
+
+def _held_out_queries(Ys: smat.csr_matrix, proxies, rest, frac: float, rng) -> np.ndarray:
+    """Training queries held out of the retraining: every query of a proxy (as a new item's queries are unseen),
+    and `frac` of the other queries of the sampled items, on which generated items must not outrank relevant
+    trained ones (the generalized setting)."""
+    Ysc = Ys.tocsc()
+    of_proxies = np.unique(Ysc[:, proxies].tocoo().row)
+    others = np.setdiff1d(np.unique(Ysc[:, rest].tocoo().row), of_proxies)
+    picked = rng.choice(others, size=int(round(frac * len(others))), replace=False)
+    return np.union1d(of_proxies, picked).astype(np.int64)
+
+
+def _held_out_classifiers(model, X, Ys: smat.csr_matrix, proxies, rest, queries, threads: int):
+    """Item-major CSR (n_base x F) of the leaf classifiers and their biases, where the `rest` items' classifiers
+    are retrained as if the proxies and the held-out queries did not exist (PECOS's leaf-layer solver, the
+    model's settings)."""
+    from pecos.xmc.base import MLModel, MLProblem
+
+    cat, tree = model.catalog, model.configs.tree
+    n_base = cat.n_base
+    W = cat.weights(np.arange(n_base)).tocsr()
+    bias = cat.slot_bias.view[:n_base].copy()
+    cluster = cat.slot_cluster.view[:n_base]
+    clusters, local = np.unique(cluster[rest], return_inverse=True)
+    C = smat.csc_matrix((np.ones(len(rest), np.float32), (np.arange(len(rest)), local)),
+                        shape=(len(rest), len(clusters)))
+    cluster_col = np.full(cat.n_clusters, -1)
+    cluster_col[clusters] = np.arange(len(clusters))
+    # teacher-forced matching without the proxies: a query meets a cluster through its non-proxy positives
+    not_proxy = np.ones(n_base, dtype=np.float32)
+    not_proxy[proxies] = 0.0
+    Yr = (Ys @ smat.diags(not_proxy)).tocsr()
+    Yr.eliminate_zeros()
+    Yr = Yr.tocoo()
+    col = cluster_col[cluster[Yr.col]]
+    keep = col >= 0
+    M = smat.csr_matrix((np.ones(keep.sum(), np.float32), (Yr.row[keep], col[keep])),
+                        shape=(X.shape[0], len(clusters)))
+    M.data[:] = 1.0
+    held_out = np.zeros(X.shape[0], dtype=bool)
+    held_out[queries] = True
+    used = np.flatnonzero((M.getnnz(axis=1) > 0) & ~held_out)
+    prob = MLProblem(X[used], Ys[used][:, rest].astype(np.float32), C=C, M=M[used].tocsc(),
+                     threads=max(1, threads))
+    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0,
+                                 threads=max(1, threads))
+    Wr = smat.csc_matrix(MLModel.train(prob, params).W)  # (F + 1) x len(rest), bias weight in the last row
+    n_features = Wr.shape[0] - 1
+    retrained = Wr[:n_features].T.tocsr()
+    row = np.arange(n_base)
+    row[rest] = n_base + np.arange(len(rest))
+    W = smat.vstack([W, retrained]).tocsr()[row]
+    W.sort_indices()
+    bias[rest] = Wr[n_features].toarray().ravel()  # the leaf layer's bias input is 1.0
+    return W, bias.astype(np.float32)
+
+
+def _as_if_unseen(Z, X, proxies, feature_block, n_blocks: int, min_df: int) -> smat.csr_matrix:
+    """The proxies' title vectors as a new item's would be: the vocabulary was built from the training queries
+    and the observed titles, so n-grams that only the proxy's own title brought in (often bigrams) are dropped,
+    and each block and the row are L2-normalized again, as the featurizer does."""
+    df = X.getnnz(axis=0) + Z.getnnz(axis=0)
+    T = Z[proxies].tocsr().astype(np.float32)
+    T.data[df[T.indices] - 1 < min_df] = 0.0
+    T.eliminate_zeros()
+    row = np.repeat(np.arange(T.shape[0]), np.diff(T.indptr))
+    mass = np.zeros((T.shape[0], n_blocks))
+    np.add.at(mass, (row, feature_block[T.indices]), T.data.astype(np.float64) ** 2)
+    T.data /= np.sqrt(mass[row, feature_block[T.indices]]).astype(np.float32)
+    return _normalized(T)
+
+
+def _neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16):
+    """Each proxy's k nearest observed items that are not proxies (IRENE: a proxy never sees its own
+    classifier; here it sees none of the held-out items either). -1 where fewer remain."""
+    nbrs, sims = selector.search(titles, k + extra)
+    is_proxy = np.zeros(selector.n_items, dtype=bool)
+    is_proxy[proxies] = True
+    ok = (nbrs >= 0) & ~is_proxy[np.maximum(nbrs, 0)]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # the first k allowed, nearest first
+    out_n = np.take_along_axis(nbrs, order, axis=1)
+    out_s = np.take_along_axis(sims, order, axis=1)
+    allowed = np.take_along_axis(ok, order, axis=1)
+    return np.where(allowed, out_n, -1), np.where(allowed, out_s, 0.0).astype(np.float32)
+
+
+def _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config: LearnedConfig,
+                rng) -> _Pairs:
+    """For each held-out query, the proxies it is relevant to, `tree_negatives` proxies of its beam clusters and
+    `batch_negatives` random proxies (generated scores), and its relevant retrained items plus
+    `observed_negatives` retrained items of its beam (fixed, held-out scores); then the dot products the loss
+    needs. Labels come from Y, so a drawn "negative" can be relevant."""
+    cat = model.catalog
+    n_q = len(queries)
+    beams = model.upper.beams(X[queries], config.beam_size, threads=1).tocsr()
+    beams.sort_indices()
+    cluster = cat.slot_cluster.view.astype(np.int64)
+    Yq = Ys[queries]
+
+    def per_query(pool, m_beam, m_random=0):
+        relevant = Yq[:, pool].tocoo()
+        picks = [_beam_sample(beams, np.arange(n_q), cluster[pool], cat.n_clusters, m_beam, rng),
+                 rng.integers(0, len(pool), size=(n_q, m_random))]
+        row = np.concatenate([relevant.row] + [np.repeat(np.arange(n_q), p.shape[1]) for p in picks])
+        idx = np.concatenate([relevant.col] + [p.ravel() for p in picks])
+        row, idx = row[idx >= 0], idx[idx >= 0]
+        return row, idx, np.asarray(Yq[row, pool[idx]]).ravel().astype(np.float32)
+
+    g_row, g_item, g_label = per_query(proxies, config.tree_negatives, config.batch_negatives)
+    o_row, o_idx, o_label = per_query(rest, config.observed_negatives)
+    o_item = rest[o_idx]
+    x = (X.indptr.astype(np.int64), X.indices, X.data)
+    W_rows = (W.indptr.astype(np.int64), W.indices, W.data)
+    nb = nbrs[g_item]
+    u = kernels.block_dots(*x, queries[g_row], *W_rows, nb, np.zeros(0, np.int8), 1)[..., 0]
+    u += np.where(nb >= 0, bias[np.maximum(nb, 0)], 0.0)
+    v = kernels.block_dots(*x, queries[g_row], titles.indptr.astype(np.int64), titles.indices, titles.data,
+                           g_item[:, None], fb, n_blocks)[:, 0]
+    fixed = kernels.block_dots(*x, queries[o_row], *W_rows, o_item[:, None], np.zeros(0, np.int8), 1)[:, 0, 0]
+    n_o = len(o_row)
+    return _Pairs(
+        query=queries[np.concatenate([g_row, o_row])],
+        item=np.concatenate([g_item, np.full(n_o, -1)]),
+        label=np.concatenate([g_label, o_label]),
+        u=np.concatenate([u, np.zeros((n_o, u.shape[1]))]).astype(np.float32),
+        v=np.concatenate([v, np.zeros((n_o, n_blocks))]).astype(np.float32),
+        fixed=np.concatenate([np.zeros(len(g_row)), fixed + bias[o_item]]).astype(np.float32),
+        log_path=_log_path(beams, np.concatenate([g_row, o_row]),
+                           np.concatenate([cluster[proxies[g_item]], cluster[o_item]])),
+    )
+
+
+def _log_path(beams: smat.csr_matrix, row: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """log path score of each (beam row, cluster) pair; a cluster outside the beam gets the row's lowest beam
+    score, an upper bound of a score that search never reaches."""
+    n_rows, n_clusters = beams.shape
+    counts = np.diff(beams.indptr)
+    lowest = np.ones(n_rows, dtype=np.float64)
+    lowest[counts > 0] = np.minimum.reduceat(beams.data, beams.indptr[:-1][counts > 0])
+    keys = np.repeat(np.arange(n_rows), counts) * n_clusters + beams.indices  # sorted: rows, then clusters
+    want = row * n_clusters + cluster
+    at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+    hit = (keys[at] == want) if len(keys) else np.zeros(len(want), dtype=bool)
+    out = np.where(hit, beams.data[at] if len(keys) else 0.0, lowest[row])
+    return np.log(np.maximum(out, 1e-30)).astype(np.float32)
+
+
+def _beam_sample(beams, rows, pool_cluster, n_clusters: int, m: int, rng) -> np.ndarray:
+    """For each beam row in rows, m indices into the pool drawn uniformly from the pool items that lie in the
+    row's beam clusters (-1 where there is none)."""
+    out = np.full((len(rows), m), -1, dtype=np.int64)
+    if m == 0 or len(pool_cluster) == 0:
+        return out
+    by_cluster = np.argsort(pool_cluster, kind="stable")
+    start = np.searchsorted(pool_cluster[by_cluster], np.arange(n_clusters + 1))
+    for r, b in enumerate(rows):
+        cl = beams.indices[beams.indptr[b] : beams.indptr[b + 1]]
+        counts = start[cl + 1] - start[cl]
+        total = counts.sum()
+        if total == 0:
+            continue
+        ends = np.cumsum(counts)
+        pick = rng.integers(0, total, size=m)
+        which = np.searchsorted(ends, pick, side="right")
+        out[r] = by_cluster[start[cl[which]] + pick - (ends - counts)[which]]
+    return out
