@@ -153,8 +153,7 @@ def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz)
     nbrs[::7, 2:] = -1  # some rows with fewer neighbours
     plan = make_generator("mean_self" if generator == "per_block" else generator, trained.calibration).plan(
         S, nbrs, sims)
-    offsets = trained.featurizer.block_offsets
-    block = np.searchsorted(offsets, np.arange(S.shape[1]), side="right") - 1
+    block = np.searchsorted(trained.featurizer.block_offsets, np.arange(S.shape[1]), side="right") - 1
     if generator == "per_block":  # one coefficient per n-gram block (the learned generator's plans)
         plan.self_coef = np.outer(plan.self_coef, [0.5, 2.0, 1.0]).astype(np.float32)
         self_scale = smat.csr_matrix(S.multiply(plan.self_coef[:, block]), dtype=np.float64)
@@ -162,7 +161,7 @@ def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz)
         self_scale = smat.diags(plan.self_coef.astype(np.float64)) @ S
     c = trained.catalog
     W, biases = synthesize(plan, nbrs, c.slot_bias.view, c.w_ptr.view, c.w_idx.view, c.w_val.view, S,
-                           threshold, max_nnz, offsets)
+                           threshold, max_nnz, trained.featurizer.feature_block)
 
     n = S.shape[0]
     valid = nbrs >= 0

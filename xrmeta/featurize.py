@@ -51,6 +51,8 @@ class Featurizer:
         self.vectorizer = vectorizer
         self.config = config
         self.block_sizes = list(block_sizes)
+        # feature -> n-gram block, for per-block statistics and weights of the learned generator
+        self.feature_block = np.repeat(np.arange(len(self.block_sizes)), self.block_sizes).astype(np.int8)
 
     @property
     def n_features(self) -> int:

@@ -35,7 +35,7 @@ from . import persist
 from .catalog import Catalog
 from .coldstart import Selector, assign_centroid, assign_vote, leaf_centroids, make_generator
 from .coldstart.generate import Calibration, Generator, fit_calibration, synthesize
-from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, feature_blocks, train_generator
+from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, train_generator
 from .featurize import Featurizer, FeaturizerConfig
 from .tree import TreeConfig, UpperLayers, train_xlinear
 
@@ -219,7 +219,7 @@ class XRMetaModel:
         threshold = self.configs.tree.threshold if cs.threshold is None else cs.threshold
         c = self.catalog
         return synthesize(self.generator.plan(S, nbrs, sims), nbrs, c.slot_bias.view, c.w_ptr.view,
-                          c.w_idx.view, c.w_val.view, S, threshold, cs.max_nnz, self.featurizer.block_offsets)
+                          c.w_idx.view, c.w_val.view, S, threshold, cs.max_nnz, self.featurizer.feature_block)
 
     def _make_generator(self, name: str) -> Generator:
         if name != LearnedGenerator.name:
@@ -229,7 +229,7 @@ class XRMetaModel:
         if not (self.workdir / GENERATOR_FILE).exists():
             raise ModelError(f"{self.workdir}: no learned generator ({GENERATOR_FILE}); train one with "
                              f"`python -m xrmeta.train_generator --model-dir <model>` or `fit_generator`")
-        return LearnedGenerator.load(self.workdir, self.selector.Z, feature_blocks(self.featurizer.block_offsets))
+        return LearnedGenerator.load(self.workdir, self.selector.Z, self.featurizer.feature_block)
 
     def use_generator(self, name: str) -> None:
         """Switch the generator used by later `add_items` calls (items already inserted keep their classifier).

@@ -99,13 +99,13 @@ def make_generator(name: str, calibration: Calibration | None = None) -> Generat
 
 
 def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.csr_matrix, threshold: float,
-               max_nnz: int, block_offsets: np.ndarray | None = None):
+               max_nnz: int, feature_block: np.ndarray | None = None):
     """Apply a plan: returns (weights CSR (n x F), biases (n,)). nbr_items index the rows of W (item-major).
-    A per-block self_coef needs the featurizer's block_offsets."""
+    A per-block self_coef needs the featurizer's feature -> block map."""
     n, n_features = S.shape
     self_coef, self_val = plan.self_coef.astype(np.float32), S.data
     if self_coef.ndim == 2:  # scale each non-zero of S by its row's coefficient for its n-gram block
-        block = np.searchsorted(block_offsets, S.indices, side="right") - 1
+        block = feature_block[S.indices]
         self_val = S.data * self_coef[np.repeat(np.arange(n), np.diff(S.indptr)), block]
         self_coef = np.ones(n, dtype=np.float32)
     ptr, idx, val = kernels.mix_sparse(

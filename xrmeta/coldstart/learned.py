@@ -118,11 +118,6 @@ class LearnedConfig:
 
 
 # ---------------------------------------------------------------- features
-def feature_blocks(block_offsets: np.ndarray) -> np.ndarray:
-    """feature -> n-gram block (int8), from the featurizer's block offsets."""
-    return np.repeat(np.arange(len(block_offsets) - 1), np.diff(block_offsets)).astype(np.int8)
-
-
 def slot_stats(w_ptr: np.ndarray, w_val: np.ndarray, slot_bias: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """(n_slots, 4) per observed item: log(1 + training queries), bias, log classifier norm, log(1 + nnz)."""
     n = len(popularity)
@@ -319,7 +314,7 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
     torch.manual_seed(config.seed)
     k = model.configs.coldstart.k
     cat, Z = model.catalog, model.selector.Z
-    fb = feature_blocks(model.featurizer.block_offsets)
+    fb = model.featurizer.feature_block
     n_blocks = int(fb.max()) + 1
     X = smat.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
