@@ -16,7 +16,6 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from xrmeta.coldstart import make_generator
 from xrmeta.evaluate import evaluate_model, insert_novel
 from xrmeta.metrics import evaluate_scores
 from xrmeta.model import XRMetaModel
@@ -25,14 +24,14 @@ from . import common as C
 
 METRICS = ("P@1", "P@5", "R@10", "R@100")
 SETS = ("observed", "zero_shot", "generalized")
-VARIANTS = [("mean", "vote"), ("weighted", "vote"), ("self", "vote"), ("mean_self", "vote"), ("mean", "centroid")]
+VARIANTS = [("mean", "vote"), ("weighted", "vote"), ("self", "vote"), ("mean_self", "vote"), ("learned", "vote"),
+            ("mean", "centroid"), ("learned", "centroid")]
 
 
 def xrmeta_variant(folder, data, split, generator: str, assign: str, beam: int) -> dict:
     model = XRMetaModel.load(folder)
-    model.configs.coldstart.generator = generator
     model.configs.coldstart.assign = assign
-    model.generator = make_generator(generator, model.calibration)
+    model.use_generator(generator)  # learned: the one `xrmeta.train` trained into the cached model
     insert_novel(model, data, split)
     return evaluate_model(model, data, split, beam_size=beam, threads=1, k=100)
 
