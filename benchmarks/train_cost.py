@@ -13,10 +13,7 @@ from xrmeta.evaluate import evaluate_model
 from xrmeta.model import XRMetaModel
 
 from .common import md_table, parser, report
-
-
-def dir_bytes(folder) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+from .resources import path_bytes
 
 
 def main(argv=None) -> None:
@@ -37,7 +34,7 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
-        parts = {p.name: dir_bytes(p) if p.is_dir() else p.stat().st_size for p in Path(tmp).iterdir()}
+        parts = {p.name: path_bytes(p) for p in Path(tmp).iterdir()}
     size_rows = [[name, f"{b / 2**20:.1f}"] for name, b in sorted(parts.items())]
     size_rows.append(["total", f"{sum(parts.values()) / 2**20:.1f}"])
     results = evaluate_model(model, data, split, threads=1)["XR-Linear (PECOS)"]
