@@ -444,7 +444,7 @@ def item_tokens(s_ptr, s_idx, s_val, nbrs, sims, z_ptr, z_idx, z_val, stats, fea
     return tokens, valid
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(cache=True, inline="always")
 def _layer_norm(x, gain, shift, out):
     for t in range(x.shape[0]):
         mean = 0.0
@@ -464,7 +464,7 @@ def _softplus(x):
     return max(x, 0.0) + np.log1p(np.exp(-abs(x)))
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(cache=True, inline="always")
 def _affine(x, w, b, relu, out):
     """out = x @ w + b (optionally ReLU), for the tiny per-item matrices: plain loops, no BLAS call overhead."""
     for t in range(x.shape[0]):
@@ -479,7 +479,7 @@ def _affine(x, w, b, relu, out):
                 out[t, o] = max(out[t, o], 0.0)
 
 
-@njit(parallel=True, cache=True, fastmath=True)  # fastmath: the sums may be reordered, and vectorized
+@njit(parallel=True, cache=True)  # no fastmath: results must not depend on alignment (log replay is bit-exact)
 def meta_forward(tokens, valid, mu, sd, w_in, b_in, pos, ln1_g, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo, ln2_g, ln2_b,
                  w1, b1, w2, b2, lnf_g, lnf_b, w_nbr, b_nbr, w_self, b_self, n_heads, n_threads):
     """The learned generator's forward pass (mirrors `coldstart.learned.make_net`, a pre-LN transformer).
