@@ -67,6 +67,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import scipy.sparse as smat
+from sklearn.preprocessing import normalize
 from tqdm import tqdm
 
 from .. import kernels
@@ -271,14 +272,6 @@ class LearnedGenerator(Generator):
         with np.load(path) as z:
             params = {p: z[p] for p in PARAM_ORDER if p in z}
             return cls(params, z["stats"], Z, feature_block, int(z["n_heads"]), json.loads(str(z["info"])))
-
-
-def _normalized(S: smat.csr_matrix) -> smat.csr_matrix:
-    from sklearn.preprocessing import normalize
-
-    S = normalize(smat.csr_matrix(S, dtype=np.float32))
-    S.sort_indices()
-    return S
 
 
 # ---------------------------------------------------------------- training
@@ -544,7 +537,9 @@ def _as_if_unseen(Z, X, proxies, feature_block, n_blocks: int, min_df: int) -> s
     mass = np.zeros((T.shape[0], n_blocks))
     np.add.at(mass, (row, feature_block[T.indices]), T.data.astype(np.float64) ** 2)
     T.data /= np.sqrt(mass[row, feature_block[T.indices]]).astype(np.float32)
-    return _normalized(T)
+    T = normalize(T).tocsr()
+    T.sort_indices()
+    return T
 
 
 def _neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16):
