@@ -1,5 +1,8 @@
 """Query latency, single thread: xrmeta vs PECOS's own predict-only model of the same trained tree.
 
+PECOS runs twice: through its Python API (`predict`, what a user calls) and through the C call inside it
+(`clib.xlinear_predict`, skipping the wrapper's per-call parameter copies): the second is PECOS's floor.
+
 Queries: the generalized test set, featurized once (featurization excluded for both). Two modes:
 batch (all queries in one call; ms/query = time / n, median over repeats) and online (one query per call;
 median and p99 over sampled queries). xrmeta runs twice: as trained (no inserted item) and with every novel
@@ -45,6 +48,21 @@ def check(model: XRMetaModel, X, beam: int, k: int) -> dict:
     return out
 
 
+def pecos_c_call(pecos, beam: int, k: int):
+    """PECOS's predict-only search without its Python wrapper: the C call that `predict` makes, and its result."""
+    from pecos.core import clib
+    from pecos.core.base import ScipyCompressedSparseAllocator
+
+    chain = pecos.model.model_chain
+
+    def run(X):
+        out = ScipyCompressedSparseAllocator()
+        clib.xlinear_predict(chain, X, beam, None, k, 1, out)
+        return out.get()
+
+    return run
+
+
 def systems(pecos, plain: XRMetaModel, full: XRMetaModel, beam: int, k: int, inputs: list) -> dict:
     """name -> f(X): every timed call. The leaf-kernel parts take beams computed for every input in advance, off
     the clock and not right before the timed call (which would warm the upper layers for xrmeta only)."""
@@ -63,6 +81,7 @@ def systems(pecos, plain: XRMetaModel, full: XRMetaModel, beam: int, k: int, inp
     up_f, leaf_f = parts(full)
     return {
         "pecos": lambda X: pecos.predict(X, beam_size=beam, only_topk=k, threads=1),
+        "pecos_c": pecos_c_call(pecos, beam, k),
         "xrmeta": lambda X: plain.predict_slots(X, k=k, beam_size=beam, threads=1),
         "xrmeta+novel": lambda X: full.predict_slots(X, k=k, beam_size=beam, threads=1),
         "upper": up_p, "leaf": leaf_p, "upper+novel": up_f, "leaf+novel": leaf_f,
@@ -83,14 +102,15 @@ def fixed_costs(pecos, model: XRMetaModel, k: int, n: int = 1000) -> str:
     """Median µs of each call on an empty query (no feature): the per-call cost that online mode pays. PECOS still
     returns beam_size clusters (bias-only scores) for it, so `predict_slots` also scans those clusters."""
     E = smat.csr_matrix((1, model.featurizer.n_features), dtype=np.float32)
+    pecos_c = pecos_c_call(pecos, 10, k)
     EB = smat.csr_matrix((1, model.catalog.n_clusters), dtype=np.float32)
     calls = {
         "PECOS `predict` (whole model)": lambda: pecos.predict(E, beam_size=10, only_topk=k, threads=1),
+        "PECOS C call `clib.xlinear_predict` (whole model, no Python wrapper)": lambda: pecos_c(E),
         "xrmeta `predict_slots`": lambda: model.predict_slots(E, k=k, beam_size=10, threads=1),
-        "· part: `upper.beams` (PECOS call; still returns beam clusters)": lambda: model.upper.beams(E, 10, 1),
+        "· part: `upper.beams` alone (beam search kernel; still returns beam clusters)":
+            lambda: model.upper.beams(E, 10, 1),
         "· part: `catalog.topk` given no beam (numba call overhead)": lambda: model.catalog.topk(E, EB, k),
-        "· inside it: `np.zeros(n_features, float32)` (per-call dense query buffer)":
-            lambda: np.zeros(model.featurizer.n_features, np.float32),
     }
     rows = [[name, f"{np.median(C.repeat(f, n)) * 1e6:.1f}"] for name, f in calls.items()]
     return C.md_table(["call on an empty query", "median µs"], rows)
@@ -142,15 +162,14 @@ def main(argv=None) -> int:
     rows_md = []
     for b in beams:
         bt, on = batch[b], online[b]
-        rows_md.append([b, "batch ms/query", f"{bt['pecos']:.4f}", f"{bt['xrmeta']:.4f}",
-                        f"{bt['xrmeta'] / bt['pecos']:.2f}", f"{bt['xrmeta+novel']:.4f}",
-                        f"{bt['xrmeta+novel'] / bt['pecos']:.2f}"])
-        for j, stat in enumerate(("median", "p99")):
-            rows_md.append([b, f"online {stat} ms", f"{on['pecos'][j]:.4f}", f"{on['xrmeta'][j]:.4f}",
-                            f"{on['xrmeta'][j] / on['pecos'][j]:.2f}", f"{on['xrmeta+novel'][j]:.4f}",
-                            f"{on['xrmeta+novel'][j] / on['pecos'][j]:.2f}"])
-    t1 = C.md_table(["beam", "mode", "PECOS", "xrmeta", "ratio xrmeta/PECOS", "xrmeta + novel", "ratio (+novel)/PECOS"],
-                    rows_md)
+        cells = [(bt, None, "batch ms/query"), (on, 0, "online median ms"), (on, 1, "online p99 ms")]
+        for table, j, mode in cells:
+            t = {name: v if j is None else v[j] for name, v in table.items()}
+            rows_md.append([b, mode, f"{t['pecos']:.4f}", f"{t['pecos_c']:.4f}", f"{t['xrmeta']:.4f}",
+                            f"{t['xrmeta'] / t['pecos']:.2f}", f"{t['xrmeta+novel']:.4f}",
+                            f"{t['xrmeta+novel'] / t['pecos']:.2f}", f"{t['xrmeta+novel'] / t['pecos_c']:.2f}"])
+    t1 = C.md_table(["beam", "mode", "PECOS `predict`", "PECOS C call", "xrmeta", "ratio xrmeta/PECOS",
+                     "xrmeta + novel", "ratio (+novel)/PECOS", "ratio (+novel)/PECOS C call"], rows_md)
 
     split_md = []
     for b in beams:
@@ -174,10 +193,13 @@ def main(argv=None) -> int:
         f"threads=1), top-{args.k}. Batch: one call for all queries, median of {args.repeats} repeats / n. "
         f"Online: one query per call over {len(rows)} sampled queries. Systems interleaved in the same run, in a "
         "random order per query (batch: per repeat). "
-        f"PECOS = `model.pecos_model().predict` (observed items only); xrmeta = `model.predict_slots`.\n\n"
+        f"PECOS = `model.pecos_model().predict` (observed items only); PECOS C call = the `clib.xlinear_predict` call "
+        f"inside it, without the wrapper's per-call copies of its parameters; xrmeta = `model.predict_slots` (beam "
+        f"search and leaf scoring in one kernel call).\n\n"
         f"## Correctness (no inserted item): xrmeta top-{args.k} vs PECOS top-{args.k}, all test queries\n\n{chk}\n\n"
         f"## Latency\n\n{t1}\n\n"
-        f"## Where xrmeta's time goes (upper = PECOS call `model.upper.beams`, leaf = `model.catalog.topk`)\n\n"
+        f"## Where xrmeta's time goes (upper = beam search alone, `model.upper.beams`; leaf = "
+        f"`model.catalog.topk` given those beams)\n\n"
         f"Parts timed separately (leaf given precomputed beams), medians; online upper / total relates the median "
         f"upper-layer call to the median full `predict_slots` call.\n\n{t2}\n\n"
         f"## Fixed cost per call (what online mode pays regardless of the query; "

@@ -1,7 +1,7 @@
 """Stage 4: the mutable leaf layer ("catalog") of the tree, and leaf scoring.
 
-The trained tree's upper layers stay in PECOS (fast predict-only path) and pick the top-b leaf clusters; the
-catalog scores the items under those clusters. Every item owns a *slot*:
+The trained tree's upper layers (`tree.UpperLayers`) pick the top-b leaf clusters; the catalog scores the items
+under those clusters (`search` does both in one kernel call). Every item owns a *slot*:
 
 - observed (trained) items take slots 0..n_base-1, ordered by cluster, and are also stored feature-major per
   cluster ("chunks", as PECOS does), so scoring a cluster costs one binary search per query feature;
@@ -134,22 +134,8 @@ class Catalog:
         slot_bias = (W[n_features, :].toarray().ravel() * bias).astype(np.float32)
         Wf = W[:n_features, :].tocsc()
         Wf.sort_indices()
-        # feature-major chunks: sort the non-zeros by (cluster, feature, slot)
-        slots = np.repeat(np.arange(n_labels), np.diff(Wf.indptr))
-        feats = Wf.indices.astype(np.int64)
-        clusters = slot_cluster[slots]
-        o = np.lexsort((slots, feats, clusters))
-        slots, feats, clusters, vals = slots[o], feats[o], clusters[o], Wf.data[o]
-        new_row = np.ones(len(o), dtype=bool)
-        new_row[1:] = (feats[1:] != feats[:-1]) | (clusters[1:] != clusters[:-1])
-        row_start = np.flatnonzero(new_row)
-        row_cluster = clusters[row_start]
         arrays = {
-            "chunk_feat_ptr": np.searchsorted(row_cluster, np.arange(n_clusters + 1)).astype(np.int64),
-            "chunk_feats": feats[row_start].astype(np.int32),
-            "chunk_row_ptr": np.append(row_start, len(o)).astype(np.int64),
-            "chunk_slot": (slots - base_slot_ptr[clusters]).astype(np.int32),  # offset inside its cluster
-            "chunk_val": vals.astype(np.float32),
+            **feature_major(Wf, slot_cluster, base_slot_ptr),
             "base_slot_ptr": base_slot_ptr,
             "w_ptr": Wf.indptr.astype(np.int64),
             "w_idx": Wf.indices.astype(np.int32),
@@ -274,21 +260,10 @@ class Catalog:
     def topk(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all"):
         """Top-k (slots, scores) per query row of X, scoring the items under each row's beam clusters
         (beams: queries x clusters, value = path score of the cluster)."""
-        if subset not in SUBSETS:
-            raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
+        self._check_search(subset, k)
         if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
             raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
-        # the kernel indexes arrays with these values unchecked: a bad one would read or write outside them
-        problem = _query_problem(X.indices, X.data, self.n_features, beams.indices, beams.data, self.n_clusters)
-        if problem == 1:
-            raise ValueError(f"feature indices must be in [0, {self.n_features}) and beam clusters in "
-                             f"[0, {self.n_clusters})")
-        if problem == 2:
-            raise ValueError("queries and beam scores must be finite (no NaN or inf)")
-        if not X.has_sorted_indices:  # the kernel binary-searches each query's features
-            X = X.sorted_indices()
+        X = self._checked_queries(X, beams.indices, beams.data)
         st = self._state  # one read: a consistent view even if a writer publishes while we score
         return kernels.leaf_topk(
             X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
@@ -297,6 +272,43 @@ class Catalog:
             st.slot_alive, self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k),
             self._scratch(),
         )
+
+    def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1):
+        """Top-k (slots, scores) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
+        top-`beam_size` leaf clusters, then the items under them; all in one kernel call. threads <= 0: numba's."""
+        self._check_search(subset, k)
+        if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
+            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+        if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
+            raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
+                             f"{self.n_features} features and {self.n_clusters} clusters")
+        X = self._checked_queries(X, np.zeros(0, np.int32), np.zeros(0, np.float32))
+        st = self._state
+        return kernels.search_topk(
+            X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), min(int(beam_size), self.n_clusters),
+            self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
+            self.base_slot_ptr, st.cluster_head, st.slot_next, st.w_ptr, st.w_idx, st.w_val, st.slot_bias,
+            st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size), SUBSETS[subset], self.post,
+            int(k), threads if threads > 0 else numba.get_num_threads(), self._scratch(),
+        )
+
+    @staticmethod
+    def _check_search(subset: str, k: int) -> None:
+        if subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
+
+    def _checked_queries(self, X: smat.csr_matrix, b_idx: np.ndarray, b_val: np.ndarray) -> smat.csr_matrix:
+        """X with sorted indices (the kernels binary-search each query's features), after checking every value
+        the kernels use unchecked as an index: a bad one would read or write outside their arrays."""
+        problem = _query_problem(X.indices, X.data, self.n_features, b_idx, b_val, self.n_clusters)
+        if problem == 1:
+            raise ValueError(f"feature indices must be in [0, {self.n_features}) and beam clusters in "
+                             f"[0, {self.n_clusters})")
+        if problem == 2:
+            raise ValueError("queries and beam scores must be finite (no NaN or inf)")
+        return X if X.has_sorted_indices else X.sorted_indices()
 
     def _scratch(self) -> np.ndarray:
         """This Python thread's zeroed (numba threads x features) query buffer for the leaf kernel."""
@@ -351,6 +363,30 @@ class Catalog:
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor)
+
+
+def feature_major(W: smat.csc_matrix, slot_group: np.ndarray, group_slot_ptr: np.ndarray) -> dict:
+    """The "chunks" of features x slots weights W whose slots (columns) are sorted by group: per group, its features
+    in order, each with the (slot offset in the group, weight) pairs of its non-zeros, so that scoring a group costs
+    one binary search per query feature (`kernels._group_scores`)."""
+    W = smat.csc_matrix(W, dtype=np.float32)
+    W.sort_indices()
+    n_groups = len(group_slot_ptr) - 1
+    slots = np.repeat(np.arange(W.shape[1]), np.diff(W.indptr))
+    feats = W.indices.astype(np.int64)
+    groups = slot_group[slots]
+    o = np.lexsort((slots, feats, groups))  # the non-zeros by (group, feature, slot)
+    slots, feats, groups, vals = slots[o], feats[o], groups[o], W.data[o]
+    new_row = np.ones(len(o), dtype=bool)
+    new_row[1:] = (feats[1:] != feats[:-1]) | (groups[1:] != groups[:-1])
+    row_start = np.flatnonzero(new_row)
+    return {
+        "chunk_feat_ptr": np.searchsorted(groups[row_start], np.arange(n_groups + 1)).astype(np.int64),
+        "chunk_feats": feats[row_start].astype(np.int32),
+        "chunk_row_ptr": np.append(row_start, len(o)).astype(np.int64),
+        "chunk_slot": (slots - group_slot_ptr[groups]).astype(np.int32),  # offset inside its group
+        "chunk_val": vals.astype(np.float32),
+    }
 
 
 # dtype of every array of the layout, as the kernels are compiled for them

@@ -31,6 +31,7 @@ def transform(v, post):
 @njit(cache=True, inline="always")
 def _heap_push(h_score, h_slot, size, k, score, slot):
     """Keep the k best (score, slot) pairs; returns the new size. Ties prefer the smaller slot."""
+    score = np.float32(score)  # compare as stored: a float64 score a hair above its float32 copy is no better
     if size < k:
         i = size
         size += 1
@@ -95,6 +96,27 @@ def _heap_drain(h_score, h_slot, size, out_score, out_slot):
 
 
 # ---------------------------------------------------------------- leaf scoring
+@njit(cache=True, inline="always")
+def _group_scores(q_idx, q_val, lo, hi, s0, s1, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, slot_bias, acc):
+    """acc[s - s0] = bias_s + w_s . x for the slots s0..s1 of one group (a leaf cluster, or the children of one
+    tree node), stored feature-major as chunk rows lo..hi: one binary search per query feature."""
+    for s in range(s0, s1):
+        acc[s - s0] = slot_bias[s]
+    for a in range(q_idx.shape[0]):
+        f = q_idx[a]
+        # the chunk's features are sorted and so are the query's: search only to the right of the last hit
+        r = lo + np.searchsorted(chunk_feats[lo:hi], f)
+        if r < hi and chunk_feats[r] == f:
+            v = q_val[a]
+            for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
+                acc[chunk_slot[p]] += v * chunk_val[p]
+            lo = r + 1
+        else:
+            lo = r
+        if lo >= hi:
+            break
+
+
 @njit(cache=True, nogil=True)
 def _score_query(
     q_idx, q_val,  # one query, sorted feature indices
@@ -114,26 +136,11 @@ def _score_query(
     for b in range(beam_clusters.shape[0]):
         c = beam_clusters[b]
         parent = beam_scores[b]
-        if subset != 2:  # observed items: binary search each query feature in the cluster's feature list
+        if subset != 2:  # observed items: feature-major chunk of the cluster
             s0 = base_slot_ptr[c]
             s1 = base_slot_ptr[c + 1]
-            for s in range(s0, s1):
-                acc[s - s0] = slot_bias[s]
-            lo = chunk_feat_ptr[c]
-            hi = chunk_feat_ptr[c + 1]
-            for a in range(nq):
-                f = q_idx[a]
-                # the chunk's features are sorted and so are the query's: search only to the right of the last hit
-                r = lo + np.searchsorted(chunk_feats[lo:hi], f)
-                if r < hi and chunk_feats[r] == f:
-                    v = q_val[a]
-                    for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
-                        acc[chunk_slot[p]] += v * chunk_val[p]
-                    lo = r + 1
-                else:
-                    lo = r
-                if lo >= hi:
-                    break
+            _group_scores(q_idx, q_val, chunk_feat_ptr[c], chunk_feat_ptr[c + 1], s0, s1, chunk_feats,
+                          chunk_row_ptr, chunk_slot, chunk_val, slot_bias, acc)
             for s in range(s0, s1):
                 if slot_alive[s]:
                     size = _heap_push(h_score, h_slot, size, k, transform(acc[s - s0], post) * parent, s)
@@ -180,6 +187,98 @@ def leaf_topk(
             _score_query(
                 x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]],
                 b_idx[b_ptr[i] : b_ptr[i + 1]], b_val[b_ptr[i] : b_ptr[i + 1]],
+                chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
+                cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
+                acc, dense_q[t], seen_q, h_score, h_slot, out_score[i], out_slot[i],
+            )
+    return out_slot, out_score
+
+
+# ---------------------------------------------------------------- beam search over the upper layers
+# The layers above the leaves, stored like the catalogue's observed items: each tree node's children form a
+# group, feature-major. Slots number the nodes of every layer, layer by layer, each layer ordered by group; group 0
+# holds the root's children and group 1 + s the children of slot s. slot_node maps a slot to its node number in
+# its layer (PECOS's), node_slot back (indexed by layer_slot_ptr[d] + node).
+@njit(cache=True, inline="always")
+def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
+                 u_bias, slot_node, node_slot, post, beam, acc, h_score, h_node, cur_score, cur_node):
+    """The query's top-`beam` leaf clusters, best first: into cur_node[:n] and cur_score[:n]; returns n.
+    Each layer keeps the `beam` best nodes by transform(w . [x, bias]) * parent's score, as PECOS does, and
+    breaks exact ties by the smaller node number, as PECOS does."""
+    n_layers = layer_slot_ptr.shape[0] - 1
+    if n_layers == 0:  # a single leaf cluster under the root
+        cur_node[0] = 0
+        cur_score[0] = 1.0
+        return 1
+    cur_score[0] = 1.0
+    n_cur = 1
+    for d in range(n_layers):
+        size = 0
+        for b in range(n_cur):
+            g = 0 if d == 0 else 1 + node_slot[layer_slot_ptr[d - 1] + cur_node[b]]
+            s0 = group_slot_ptr[g]
+            s1 = group_slot_ptr[g + 1]
+            _group_scores(q_idx, q_val, u_feat_ptr[g], u_feat_ptr[g + 1], s0, s1, u_feats, u_row_ptr, u_slot,
+                          u_val, u_bias, acc)
+            parent = cur_score[b]
+            for s in range(s0, s1):
+                size = _heap_push(h_score, h_node, size, beam, transform(acc[s - s0], post) * parent, slot_node[s])
+        _heap_drain(h_score, h_node, size, cur_score, cur_node)
+        n_cur = size
+    return n_cur
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
+                u_bias, slot_node, node_slot, post, beam, max_group_size, n_threads):
+    """Top-`beam` leaf clusters and their path scores for each query row: (clusters, scores), both (n, beam),
+    best first; missing entries have cluster -1."""
+    n = x_ptr.shape[0] - 1
+    out_cluster = np.full((n, beam), -1, dtype=np.int64)
+    out_score = np.zeros((n, beam), dtype=np.float32)
+    n_chunks = min(n, n_threads)
+    for t in prange(n_chunks):
+        acc = np.zeros(max_group_size, dtype=np.float32)
+        h_score = np.empty(beam, dtype=np.float32)
+        h_node = np.empty(beam, dtype=np.int64)
+        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            _beam_search(x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], layer_slot_ptr,
+                         group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
+                         post, beam, acc, h_score, h_node, out_score[i], out_cluster[i])
+    return out_cluster, out_score
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def search_topk(
+    x_ptr, x_idx, x_val,
+    layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
+    u_post, beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
+    cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    n_base, max_group_size, subset, post, k, n_threads, dense_q,
+):
+    """The whole search in one call: beam search down the upper layers, then leaf scoring (`leaf_topk`) of the
+    items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1."""
+    n = x_ptr.shape[0] - 1
+    out_slot = np.full((n, k), -1, dtype=np.int64)
+    out_score = np.zeros((n, k), dtype=np.float32)
+    n_chunks = min(n, n_threads, dense_q.shape[0])
+    for t in prange(n_chunks):
+        acc = np.zeros(max_group_size, dtype=np.float32)
+        b_score = np.empty(beam, dtype=np.float32)
+        b_cluster = np.empty(beam, dtype=np.int64)
+        hb_score = np.empty(beam, dtype=np.float32)
+        hb_node = np.empty(beam, dtype=np.int64)
+        h_score = np.empty(k, dtype=np.float32)
+        h_slot = np.empty(k, dtype=np.int64)
+        seen_q = np.zeros(SEEN_MASK + 1, dtype=np.bool_)
+        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            q_idx = x_idx[x_ptr[i] : x_ptr[i + 1]]
+            q_val = x_val[x_ptr[i] : x_ptr[i + 1]]
+            nb = _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot,
+                              u_val, u_bias, slot_node, node_slot, u_post, beam, acc, hb_score, hb_node, b_score,
+                              b_cluster)
+            _score_query(
+                q_idx, q_val, b_cluster[:nb], b_score[:nb],
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
                 cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
                 acc, dense_q[t], seen_q, h_score, h_slot, out_score[i], out_slot[i],

@@ -1,6 +1,6 @@
 """XRMetaModel: one object for the whole pipeline.
 
-featurize (TF-IDF) -> tree (PECOS XR-Linear upper layers, predict-only) -> catalog (mutable leaf layer)
+featurize (TF-IDF) -> tree (XR-Linear upper layers, beam search) -> catalog (mutable leaf layer)
 and, for items that arrive after training: select (K nearest observed items) -> assign (leaf cluster) ->
 generate (sparse classifier) -> insert. A new item is retrievable by the next query; nothing is retrained.
 
@@ -8,7 +8,7 @@ Model directory (every file written by `save`, atomically: see `persist`):
   config.json        format version, all configs, counts (readable); manifest: size and sha256 of every file
   featurizer/        TF-IDF vectorizer
   xlinear/           the trained PECOS model (observed items only): the peer xrmeta must match
-  upper/             PECOS model of the layers above the leaves, served predict-only
+  upper/             PECOS model of the layers above the leaves (read into `UpperLayers` at load)
   catalog.npz, catalog_ids.txt   leaf layer: trained and inserted items
   selector.npz       observed items' representations for neighbour search
   generator.npz      the learned generator's parameters (when it is the model's generator)
@@ -145,7 +145,7 @@ class XRMetaModel:
         UpperLayers.save_from(xlinear, workdir / "upper")
         leaf = xlinear.model.model_chain[-1]
         catalog = Catalog.from_leaf_layer(leaf.W, leaf.C, leaf.bias, list(item_ids), configs.tree.post_processor)
-        upper = UpperLayers.load(workdir / "upper", catalog.n_clusters)
+        upper = UpperLayers.from_chain(xlinear.model.model_chain[:-1], catalog.n_clusters, configs.tree.post_processor)
         label_slot = np.array([catalog.slot_of[i] for i in item_ids], dtype=np.int64)
         slot_label = np.argsort(label_slot)
         selector = make_selector(Z[slot_label], configs.coldstart)
@@ -273,9 +273,7 @@ class XRMetaModel:
         X = smat.csr_matrix(X, dtype=np.float32)
         if X.shape[1] != self.featurizer.n_features:
             raise ModelError(f"queries have {X.shape[1]} features, the model {self.featurizer.n_features}")
-        X.sort_indices()
-        beams = self.upper.beams(X, beam_size, threads)
-        return self.catalog.topk(X, beams, k, subset)
+        return self.catalog.search(X, self.upper, beam_size, k, subset, threads)
 
     def predict(self, queries: list[str], k: int = 10, beam_size: int | None = None, subset: str = "all",
                 threads: int = 1):
@@ -366,7 +364,7 @@ class XRMetaModel:
             raise ModelError(f"{folder / 'config.json'}: missing or unknown setting {e}") from None
         featurizer = Featurizer.load(folder / "featurizer")
         catalog = Catalog.load(folder, featurizer.n_features, configs.tree.post_processor)
-        upper = UpperLayers.load(folder / "upper", catalog.n_clusters)
+        upper = UpperLayers.load(folder / "upper", catalog.n_clusters, configs.tree.post_processor)
         with np.load(folder / "selector.npz") as z:
             Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             label_slot = z["label_slot"]

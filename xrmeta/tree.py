@@ -3,9 +3,9 @@
 Training: label embeddings (PIFA, the items' own title TF-IDF, or a convex mix) -> hierarchical spherical
 k-means -> one-vs-rest sparse linear classifiers per layer, pruned at |w| < threshold.
 
-Serving splits the tree in two. The upper layers stay a PECOS model loaded in its fast predict-only mode and
-return, for each query, the top-b leaf clusters with their path scores. The last layer becomes our mutable
-`Catalog`, which scores the items under those clusters. Scores combine as in PECOS:
+Serving splits the tree in two. The upper layers (`UpperLayers`, saved as a PECOS model) return, for each query,
+the top-b leaf clusters with their path scores, by the same beam search as PECOS but in our own kernel. The last
+layer becomes our mutable `Catalog`, which scores the items under those clusters. Scores combine as in PECOS:
 score(item) = transform(w_item . [x, bias]) * score(cluster).
 """
 
@@ -14,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import scipy.sparse as smat
 from pecos.xmc import Indexer, LabelEmbeddingFactory
 from pecos.xmc.xlinear.model import XLinearModel
 
-from .kernels import POST_PROCESSORS
+from .catalog import feature_major
+from .kernels import POST_PROCESSORS, upper_beams
 
 LABEL_EMBEDDINGS = ("pifa", "title", "mix")
 
@@ -99,11 +101,65 @@ def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearMode
 
 
 class UpperLayers:
-    """Top-b leaf clusters with path scores, from PECOS's predict-only model of the layers above the leaves."""
+    """Beam search over the layers above the leaves: each query's top-b leaf clusters with their path scores.
 
-    def __init__(self, model: XLinearModel | None, n_clusters: int):
-        self.model = model  # None: a single leaf cluster, every query reaches it with score 1
+    The trained PECOS model of these layers is read once at load and laid out like the catalogue's observed
+    items (per tree node, its children feature-major), so that one numba call (`kernels.search_topk`) goes from
+    the query to its top-k items. PECOS's own predict pays about 0.1 ms of Python per call (copies of its
+    parameters, result matrices), which was most of an online query.
+    """
+
+    def __init__(self, arrays: dict, n_clusters: int, post_processor: str):
+        self.arrays = arrays
         self.n_clusters = n_clusters
+        self.post_processor = post_processor
+        self.post = POST_PROCESSORS[post_processor]
+        self.max_group_size = max(int(np.diff(arrays["group_slot_ptr"]).max(initial=0)), 1)
+
+    @classmethod
+    def from_chain(cls, chain: list, n_clusters: int, post_processor: str) -> UpperLayers:
+        """From PECOS's model chain of the upper layers (each with W: (features+1) x nodes, bias weight in the last
+        row; C: nodes x parent nodes). An empty chain, or one leaf cluster, means every query reaches cluster 0
+        with score 1."""
+        if n_clusters == 1:
+            chain = []
+        posts = {layer.pred_params.post_processor for layer in chain}
+        if posts - {post_processor}:
+            raise ValueError(f"upper layers use post-processor {sorted(posts)}, the leaf layer {post_processor!r}")
+        layer_slot_ptr, weights, biases, groups, nodes = [0], [], [], [], []
+        slot_of_node = np.zeros(1, dtype=np.int64)
+        for d, layer in enumerate(chain):
+            W = smat.csc_matrix(layer.W, dtype=np.float32)
+            C = smat.csr_matrix(layer.C)
+            n_features, n_nodes = W.shape[0] - 1, W.shape[1]
+            if C.shape != (n_nodes, len(slot_of_node)) or (np.diff(C.indptr) != 1).any():
+                raise ValueError(f"upper layer {d}: C {C.shape} does not give each of {n_nodes} nodes one parent")
+            group = np.zeros(n_nodes, dtype=np.int64) if d == 0 else 1 + slot_of_node[C.indices]
+            order = np.argsort(group, kind="stable")  # slot order: by group, then node
+            slot_of_node = np.empty(n_nodes, dtype=np.int64)
+            slot_of_node[order] = layer_slot_ptr[-1] + np.arange(n_nodes)
+            weights.append(W[:n_features, order])
+            biases.append(W[n_features, order].toarray().ravel() * layer.bias)
+            groups.append(group[order])
+            nodes.append(order)
+            layer_slot_ptr.append(layer_slot_ptr[-1] + n_nodes)
+        if chain and layer_slot_ptr[-1] - layer_slot_ptr[-2] != n_clusters:
+            raise ValueError(f"the upper layers end in {layer_slot_ptr[-1] - layer_slot_ptr[-2]} nodes, "
+                             f"the catalogue has {n_clusters} clusters")
+        n_groups = 1 + layer_slot_ptr[-2] if chain else 0  # the root, then every node above the last layer
+        slot_group = np.concatenate(groups) if chain else np.zeros(0, dtype=np.int64)
+        group_slot_ptr = np.searchsorted(slot_group, np.arange(n_groups + 1)).astype(np.int64)
+        slot_node = np.concatenate(nodes).astype(np.int64) if chain else np.zeros(0, dtype=np.int64)
+        W = smat.hstack(weights).tocsc() if chain else smat.csc_matrix((0, 0), dtype=np.float32)
+        arrays = {
+            "layer_slot_ptr": np.array(layer_slot_ptr, dtype=np.int64),
+            "group_slot_ptr": group_slot_ptr,
+            **feature_major(W, slot_group, group_slot_ptr),
+            "slot_bias": np.concatenate(biases).astype(np.float32) if chain else np.zeros(0, dtype=np.float32),
+            "slot_node": slot_node,
+            "node_slot": np.argsort(slot_node + np.repeat(layer_slot_ptr[:-1], np.diff(layer_slot_ptr))),
+        }
+        return cls(arrays, n_clusters, post_processor)
 
     @staticmethod
     def save_from(xlinear: XLinearModel, folder: Path) -> None:
@@ -112,15 +168,28 @@ class UpperLayers:
             XLinearModel(xlinear.model[:-1]).save(str(folder))
 
     @classmethod
-    def load(cls, folder: Path, n_clusters: int) -> UpperLayers:
-        model = XLinearModel.load(str(folder), is_predict_only=True) if Path(folder).exists() else None
-        return cls(model, n_clusters)
+    def load(cls, folder: Path, n_clusters: int, post_processor: str) -> UpperLayers:
+        chain = XLinearModel.load(str(folder)).model.model_chain if Path(folder).exists() else []
+        try:
+            return cls.from_chain(chain, n_clusters, post_processor)
+        except ValueError as e:
+            raise ValueError(f"{folder}: {e}") from None
+
+    def kernel_args(self) -> tuple:
+        """The layout, in the kernels' argument order (layer_slot_ptr .. node_slot, then the post-processor)."""
+        a = self.arrays
+        return (a["layer_slot_ptr"], a["group_slot_ptr"], a["chunk_feat_ptr"], a["chunk_feats"], a["chunk_row_ptr"],
+                a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.post)
 
     def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
-        n = X.shape[0]
-        if self.model is None or self.n_clusters == 1:
-            return smat.csr_matrix((np.ones(n, dtype=np.float32), np.zeros(n, dtype=np.int32), np.arange(n + 1)),
-                                   shape=(n, 1))
-        B = self.model.predict(X, beam_size=beam_size, only_topk=beam_size, threads=threads)
-        return smat.csr_matrix(B, dtype=np.float32)
-
+        """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
+        X = smat.csr_matrix(X, dtype=np.float32)
+        X.sort_indices()
+        n_threads = threads if threads > 0 else numba.get_num_threads()
+        clusters, scores = upper_beams(X.indptr.astype(np.int64), X.indices, X.data, *self.kernel_args(),
+                                       int(beam_size), self.max_group_size, n_threads)
+        keep = clusters >= 0
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        B = smat.csr_matrix((scores[keep], clusters[keep], indptr), shape=(X.shape[0], self.n_clusters))
+        B.sort_indices()
+        return B

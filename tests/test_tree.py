@@ -1,0 +1,126 @@
+"""UpperLayers: our beam search over the layers above the leaves, against a brute-force reference and PECOS."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as smat
+from pecos.xmc.xlinear.model import XLinearModel
+
+from xrmeta.tree import UpperLayers
+
+from .conftest import assert_topk_match
+
+N_FEATURES = 40
+
+
+def random_chain(rng, sizes, post):
+    """A PECOS-like model chain: layer d has sizes[d] nodes, each with a random parent in layer d-1 (every parent
+    keeps a child), sparse weights and a bias weight in the last row of W."""
+    chain, n_parents = [], 1
+    for n in sizes:
+        parent = np.concatenate([np.arange(n_parents), rng.integers(0, n_parents, n - n_parents)])
+        rng.shuffle(parent)
+        W = smat.random(N_FEATURES + 1, n, density=0.3, random_state=rng, dtype=np.float32,
+                        data_rvs=lambda k: rng.normal(0, 1, k)).tocsc()
+        C = smat.csc_matrix((np.ones(n, np.float32), (np.arange(n), parent)), shape=(n, n_parents))
+        chain.append(SimpleNamespace(W=W, C=C, bias=0.7, pred_params=SimpleNamespace(post_processor=post)))
+        n_parents = n
+    return chain
+
+
+def transform(v, post):
+    return 1 / (1 + np.exp(-v)) if post == "sigmoid" else np.exp(-np.maximum(1 - v, 0) ** int(post[1]))
+
+
+def reference_beams(chain, X, beam, post):
+    """Level by level in float64: each layer keeps the `beam` best children of the kept nodes by
+    transform(w . [x, bias]) * parent score; ties go to the smaller node number."""
+    Xb = smat.hstack([X, np.full((X.shape[0], 1), 1.0)]).tocsr()
+    out_nodes, out_scores = [], []
+    for i in range(X.shape[0]):
+        nodes, scores = np.array([0]), np.array([1.0])
+        for d, layer in enumerate(chain):
+            raw = (Xb[i].toarray() @ (layer.W.toarray() * np.r_[np.ones(N_FEATURES), layer.bias][:, None])).ravel()
+            parent = layer.C.tocsr().indices if d else np.zeros(layer.W.shape[1], dtype=int)
+            cand = np.flatnonzero(np.isin(parent, nodes))
+            pscore = dict(zip(nodes, scores))
+            s = transform(raw[cand], post) * np.array([pscore[p] for p in parent[cand]])
+            keep = np.lexsort((cand, -s))[:beam]
+            nodes, scores = cand[keep], s[keep]
+        out_nodes.append(np.pad(nodes, (0, beam - len(nodes)), constant_values=-1))
+        out_scores.append(np.pad(scores, (0, beam - len(scores))))
+    return np.array(out_nodes), np.array(out_scores)
+
+
+def as_topk(B: smat.csr_matrix, beam: int):
+    """(clusters, scores) best first, padded with -1 / 0, from a queries x clusters beam matrix."""
+    nodes, scores = np.full((B.shape[0], beam), -1), np.zeros((B.shape[0], beam))
+    for i in range(B.shape[0]):
+        row = B[i]
+        o = np.lexsort((row.indices, -row.data))
+        nodes[i, : len(o)], scores[i, : len(o)] = row.indices[o], row.data[o]
+    return nodes, scores
+
+
+@pytest.mark.parametrize("post", ["l3-hinge", "sigmoid"])
+@pytest.mark.parametrize("sizes,beam", [([3, 12, 40], 1), ([3, 12, 40], 4), ([5, 30], 7), ([4, 9], 20), ([25], 5)])
+def test_beams_match_brute_force(sizes, beam, post):
+    rng = np.random.default_rng(len(sizes) * 100 + beam)
+    chain = random_chain(rng, sizes, post)
+    X = smat.random(30, N_FEATURES, density=0.15, random_state=rng, dtype=np.float32).tocsr()
+    X = smat.vstack([X, smat.csr_matrix((1, N_FEATURES), dtype=np.float32)]).tocsr()  # no feature: bias only
+    upper = UpperLayers.from_chain(chain, sizes[-1], post)
+    got = as_topk(upper.beams(X, beam), beam)
+    assert_topk_match(*got, *reference_beams(chain, X, beam, post), rtol=1e-5, atol=1e-6)
+    assert (got[0][:, : min(beam, sizes[-1])] >= 0).all()  # a full beam whenever the tree has enough nodes
+
+
+@pytest.mark.parametrize("beam", [1, 3, 10])
+def test_beams_match_pecos_upper_layers(trained, test_queries, beam):
+    """The same clusters as PECOS's predict-only model of the upper layers, scores equal up to float rounding."""
+    X = trained.featurizer.transform(test_queries)
+    pecos = XLinearModel.load(str(trained.workdir / "upper"), is_predict_only=True)
+    want = as_topk(pecos.predict(X, beam_size=beam, only_topk=beam, threads=1).tocsr(), beam)
+    got = as_topk(trained.upper.beams(X, beam), beam)
+    assert_topk_match(*got, *want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[0], want[0])  # both break exact ties by the smaller node number
+
+
+@pytest.mark.parametrize("subset", ["all", "observed", "inserted"])
+def test_search_equals_leaf_scoring_of_upper_beams(with_novel, test_queries, subset):
+    """The fused kernel (beam search + leaf) returns exactly what the two stages return one after the other."""
+    X = with_novel.featurizer.transform(test_queries)
+    for beam in (1, 6):
+        want = with_novel.catalog.topk(X, with_novel.upper.beams(X, beam), 15, subset)
+        got = with_novel.catalog.search(X, with_novel.upper, beam, 15, subset)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_search_threads_agree(with_novel, test_queries):
+    X = with_novel.featurizer.transform(test_queries)
+    one = with_novel.catalog.search(X, with_novel.upper, 5, 10, threads=1)
+    for threads in (2, -1):
+        many = with_novel.catalog.search(X, with_novel.upper, 5, 10, threads=threads)
+        np.testing.assert_array_equal(one[0], many[0])
+        np.testing.assert_array_equal(one[1], many[1])
+
+
+def test_single_cluster_every_query_reaches_it_with_score_1():
+    upper = UpperLayers.from_chain([], 1, "l3-hinge")
+    B = upper.beams(smat.csr_matrix(np.eye(3, N_FEATURES, dtype=np.float32)), 10)
+    assert B.shape == (3, 1) and B.indices.tolist() == [0, 0, 0] and B.data.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_inconsistent_chain_is_rejected():
+    chain = random_chain(np.random.default_rng(0), [3, 12], "l3-hinge")
+    with pytest.raises(ValueError, match="12 nodes, the catalogue has 11"):
+        UpperLayers.from_chain(chain, 11, "l3-hinge")
+    with pytest.raises(ValueError, match="post-processor"):
+        UpperLayers.from_chain(chain, 12, "sigmoid")
+    chain[1].C = smat.csc_matrix(np.ones((12, 3), np.float32))  # every node under every parent
+    with pytest.raises(ValueError, match="one parent"):
+        UpperLayers.from_chain(chain, 12, "l3-hinge")
