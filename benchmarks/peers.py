@@ -74,7 +74,7 @@ def quality(points, data, split) -> list[dict]:
 
 def timings(points, extra: dict, sample: list[str], repeats: int, block: int) -> tuple[dict, dict]:
     """(online seconds per call {name: array over sample}, batch seconds {name: median over repeats}), single
-    thread (BLAS too). `extra`: parts timed on their own (featurizing alone, xrmeta's upper-layer call alone)."""
+    thread (BLAS too). `extra`: parts timed on their own (featurizing alone, xrmeta's beam search alone)."""
     calls = {f"{p.system} | {p.setting}": p.one for p in points} | extra
     batch = {f"{p.system} | {p.setting}": p.batch for p in points}
     with threadpool_limits(limits=1):
@@ -92,11 +92,11 @@ def timings(points, extra: dict, sample: list[str], repeats: int, block: int) ->
 
 
 def parts(full, beam: int) -> dict:
-    """Timed alone, to show where xrmeta's time goes: featurizing a query, and the PECOS call for the upper layers."""
+    """Timed alone, to show where xrmeta's time goes: featurizing a query, and the beam search down the upper layers."""
     def tf(text):
         return full.featurizer.transform([text], threads=1)
 
-    upper = f"xrmeta upper layers only (featurize + PECOS call) | beam {beam}"
+    upper = f"xrmeta upper layers only (featurize + beam search) | beam {beam}"
     return {"TF-IDF featurize only | -": tf, upper: lambda t: full.upper.beams(tf(t), beam, 1)}
 
 

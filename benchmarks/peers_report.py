@@ -134,10 +134,10 @@ def _shortfall_notes(below: list[dict], run: Run) -> list[str]:
         notes.append(
             f"- Search itself (xrmeta as trained is slower at beams {', '.join(str(b['beam']) for b in slow_plain)}, "
             f"by x{min(b['ratio_t'][0] for b in slow_plain):.2f}–{max(b['ratio_t'][0] for b in slow_plain):.2f}): "
-            "per query xrmeta makes PECOS's Python predict call for the upper layers, then its own leaf kernel. At "
-            f"beam {ub}, featurizing plus that upper-layer call alone takes {up_ms:.3f} ms ({up_ms / p_ms:.0%} of "
-            f"PECOS's whole answer, {p_ms:.3f} ms); xrmeta as trained then spends {t_ms - up_ms:.3f} ms on the leaf "
-            f"layer (kernel and Python glue) where PECOS finishes in {p_ms - up_ms:.3f} ms.")
+            "per query xrmeta featurizes, then searches the upper layers and the leaves in one kernel call. At "
+            f"beam {ub}, featurizing plus the upper layers' beam search alone takes {up_ms:.3f} ms ({up_ms / p_ms:.0%} "
+            f"of PECOS's whole answer, {p_ms:.3f} ms); the leaf layer then adds {t_ms - up_ms:.3f} ms for xrmeta as "
+            "trained.")
     extra = [(b["beam"], b["ratio"][0] / b["ratio_t"][0]) for b in below]
     if max(r for _, r in extra) > 1.02:
         f = xr_build.facts
