@@ -221,3 +221,26 @@ def test_cluster_vote(nbrs, sims, expected):
     fallback = np.array([7, 8])[: len(nbrs)]
     got = assign_vote(np.array(nbrs, dtype=np.int64), np.array(sims, dtype=np.float32), item_cluster, fallback)
     assert got.tolist() == expected
+
+
+# ---------------------------------------------------------------- _raw_floor (skipping items that cannot enter)
+@pytest.mark.parametrize("post", ["l1-hinge", "l3-hinge", "sigmoid"])
+def test_raw_floor_never_skips_an_item_that_could_enter(post):
+    """Below the floor, transform(v) * parent rounds to a float32 strictly below the heap's worst score, so a
+    skipped item could not have entered (not even on a tie); just above it, items do reach that score."""
+    code = kernels.POST_PROCESSORS[post]
+    rng = np.random.default_rng(code)
+    heap = np.zeros(1, dtype=np.float32)
+    tight = 0
+    for _ in range(2000):
+        parent = np.float32(rng.choice([1.0, rng.uniform(1e-6, 1.0)]))
+        heap[0] = np.float32(parent * rng.uniform(1e-7, 1.0))
+        floor = kernels._raw_floor(heap, 1, 1, parent, code)
+        assert np.isfinite(floor)
+        for v in floor - np.array([1e-9, 1e-6, 1e-3, 0.1, 1.0, 10.0]):
+            assert np.float32(kernels.transform(np.float32(v), code) * parent) < heap[0]
+        tight += np.float32(kernels.transform(np.float32(floor + 1e-3), code) * parent) >= heap[0] * 0.999
+    assert tight > 1500  # the floor is not so low that it skips nothing
+    heap[0] = 0.5
+    assert kernels._raw_floor(heap, 0, 1, 1.0, code) == -np.inf  # heap not full: nothing is skipped
+    assert kernels._raw_floor(heap, 1, 1, 0.4, code) == np.inf  # every score <= parent < the worst kept

@@ -115,6 +115,15 @@ def test_single_cluster_every_query_reaches_it_with_score_1():
     assert B.shape == (3, 1) and B.indices.tolist() == [0, 0, 0] and B.data.tolist() == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("beam", [0, -3, 2.5])
+def test_bad_beam_size_is_rejected(trained, beam):
+    X = trained.featurizer.transform(["anything"])
+    with pytest.raises(ValueError, match="beam_size"):
+        trained.upper.beams(X, beam)
+    with pytest.raises(ValueError, match="beam_size"):
+        trained.catalog.search(X, trained.upper, beam, 5)
+
+
 def test_inconsistent_chain_is_rejected():
     chain = random_chain(np.random.default_rng(0), [3, 12], "l3-hinge")
     with pytest.raises(ValueError, match="12 nodes, the catalogue has 11"):

@@ -27,6 +27,21 @@ def transform(v, post):
     return np.exp(-(h**post))
 
 
+@njit(cache=True, inline="always")
+def _raw_floor(h_score, size, k, parent, post):
+    """A raw score below which an item cannot enter the full top-k heap: transform(raw) * parent stays below the
+    heap's worst score. Conservative (a 1e-5 relative margin, far above rounding), so skipping such items changes
+    no result; it spares most items their transform (exp, pow), which is most of a cluster's cost."""
+    if size < k or parent <= 0.0 or h_score[0] <= 0.0:
+        return -np.inf
+    t = h_score[0] / parent * (1.0 - 1e-5)
+    if t >= 1.0:  # every score of the cluster is at most parent < the heap's worst
+        return np.inf
+    if post == 0:
+        return np.log(t / (1.0 - t)) - 1e-6
+    return 1.0 - (-np.log(t)) ** (1.0 / post) - 1e-6
+
+
 # ---------------------------------------------------------------- top-k heap (min-heap on score)
 @njit(cache=True, inline="always")
 def _heap_push(h_score, h_slot, size, k, score, slot):
@@ -34,39 +49,42 @@ def _heap_push(h_score, h_slot, size, k, score, slot):
     score = np.float32(score)  # compare as stored: a float64 score a hair above its float32 copy is no better
     if size < k:
         i = size
-        size += 1
-    elif score > h_score[0] or (score == h_score[0] and slot < h_slot[0]):
-        i = 0  # replace the root, then sift down
-        while True:
-            left = 2 * i + 1
-            if left >= size:
-                break
-            child = left
-            right = left + 1
-            if right < size and _worse(h_score[right], h_slot[right], h_score[left], h_slot[left]):
-                child = right
-            if _worse(h_score[child], h_slot[child], score, slot):
-                h_score[i] = h_score[child]
-                h_slot[i] = h_slot[child]
-                i = child
+        while i > 0:  # sift up
+            parent = (i - 1) // 2
+            if _worse(score, slot, h_score[parent], h_slot[parent]):
+                h_score[i] = h_score[parent]
+                h_slot[i] = h_slot[parent]
+                i = parent
             else:
                 break
         h_score[i] = score
         h_slot[i] = slot
-        return size
-    else:
-        return size
-    while i > 0:  # sift up
-        parent = (i - 1) // 2
-        if _worse(score, slot, h_score[parent], h_slot[parent]):
-            h_score[i] = h_score[parent]
-            h_slot[i] = h_slot[parent]
-            i = parent
+        return size + 1
+    if score > h_score[0] or (score == h_score[0] and slot < h_slot[0]):
+        _sift_down(h_score, h_slot, size, score, slot)  # replaces the root
+    return size
+
+
+@njit(cache=True, inline="always")
+def _sift_down(h_score, h_slot, size, score, slot):
+    """Put (score, slot) at the root of the heap h[:size], then move it down to its place."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and _worse(h_score[right], h_slot[right], h_score[left], h_slot[left]):
+            child = right
+        if _worse(h_score[child], h_slot[child], score, slot):
+            h_score[i] = h_score[child]
+            h_slot[i] = h_slot[child]
+            i = child
         else:
             break
     h_score[i] = score
     h_slot[i] = slot
-    return size
 
 
 @njit(cache=True, inline="always")
@@ -76,23 +94,15 @@ def _worse(s1, i1, s2, i2):
 
 @njit(cache=True)
 def _heap_drain(h_score, h_slot, size, out_score, out_slot):
-    """Write the heap best-first into out_* (length k, padded with slot -1)."""
-    order = np.argsort(-h_score[:size], kind="mergesort")
-    # equal scores: smaller slot first, matching the heap's tie rule
-    for a in range(size):
-        out_score[a] = h_score[order[a]]
-        out_slot[a] = h_slot[order[a]]
-    i = 0
-    while i < size:
-        j = i
-        while j + 1 < size and out_score[j + 1] == out_score[i]:
-            j += 1
-        if j > i:
-            out_slot[i : j + 1] = np.sort(out_slot[i : j + 1])
-        i = j + 1
+    """Write the heap best-first into out_* (length k, padded with slot -1), emptying it: the worst goes last,
+    so equal scores come out smaller slot first (the heap's tie rule). In place: no allocation per query."""
     for a in range(size, out_slot.shape[0]):
         out_score[a] = 0.0
         out_slot[a] = -1
+    for n in range(size - 1, -1, -1):
+        out_score[n] = h_score[0]
+        out_slot[n] = h_slot[0]
+        _sift_down(h_score, h_slot, n, h_score[n], h_slot[n])
 
 
 # ---------------------------------------------------------------- leaf scoring
@@ -141,10 +151,14 @@ def _score_query(
             s1 = base_slot_ptr[c + 1]
             _group_scores(q_idx, q_val, chunk_feat_ptr[c], chunk_feat_ptr[c + 1], s0, s1, chunk_feats,
                           chunk_row_ptr, chunk_slot, chunk_val, slot_bias, acc)
+            floor = _raw_floor(h_score, size, k, parent, post)
             for s in range(s0, s1):
-                if slot_alive[s]:
-                    size = _heap_push(h_score, h_slot, size, k, transform(acc[s - s0], post) * parent, s)
+                v = acc[s - s0]
+                if slot_alive[s] and v >= floor:
+                    size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
+                    floor = _raw_floor(h_score, size, k, parent, post)
         if subset != 1:  # inserted items: gather against the dense query, through the small filter seen_q
+            floor = _raw_floor(h_score, size, k, parent, post)
             s = cluster_head[c]
             while s >= 0:
                 if slot_alive[s]:
@@ -152,7 +166,9 @@ def _score_query(
                     for p in range(w_ptr[s], w_ptr[s + 1]):
                         if seen_q[w_idx[p] & SEEN_MASK]:
                             v += w_val[p] * dense_q[w_idx[p]]
-                    size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
+                    if v >= floor:
+                        size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
+                        floor = _raw_floor(h_score, size, k, parent, post)
                 s = slot_next[s]
     for a in range(nq):
         dense_q[q_idx[a]] = 0.0
@@ -221,8 +237,12 @@ def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_fea
             _group_scores(q_idx, q_val, u_feat_ptr[g], u_feat_ptr[g + 1], s0, s1, u_feats, u_row_ptr, u_slot,
                           u_val, u_bias, acc)
             parent = cur_score[b]
+            floor = _raw_floor(h_score, size, beam, parent, post)
             for s in range(s0, s1):
-                size = _heap_push(h_score, h_node, size, beam, transform(acc[s - s0], post) * parent, slot_node[s])
+                if acc[s - s0] >= floor:
+                    size = _heap_push(h_score, h_node, size, beam, transform(acc[s - s0], post) * parent,
+                                      slot_node[s])
+                    floor = _raw_floor(h_score, size, beam, parent, post)
         _heap_drain(h_score, h_node, size, cur_score, cur_node)
         n_cur = size
     return n_cur

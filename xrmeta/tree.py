@@ -183,6 +183,8 @@ class UpperLayers:
 
     def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
         """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
+        if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
+            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
         n_threads = threads if threads > 0 else numba.get_num_threads()
