@@ -56,7 +56,7 @@ class ColdStartConfig:
     n_candidates: int = 32  # pruned: candidates rescored exactly
     assign: str = "vote"  # vote | centroid | route (the leaf the tree sends the title to, as if a query)
     generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
-    max_nnz: int = 64  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
+    max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
 
     def validate(self) -> None:

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leaf cluster of a new item: neighbours' vote, nearest centroid, or where the tree routes its title")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
-    g.add_argument("--max-nnz", type=int, default=64, help="non-zero weights kept per synthesized classifier")
+    g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")
     add_generator_args(p)
     p.add_argument("--threads", type=int, default=-1, help="threads for training (-1 = all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
