@@ -280,8 +280,10 @@ class XRMetaModel:
         """Top-k item ids and scores per query text: (ids (n, k) object array, None where fewer; scores)."""
         X = self.featurizer.transform(list(queries), threads=threads)
         slots, scores = self.predict_slots(X, k, beam_size, subset, threads)
-        ids = np.array(self.catalog.ids + [None], dtype=object)[slots]  # slot -1 -> None
-        return ids, scores
+        ids = self.catalog.ids  # only appended to, under the catalogue's lock: every returned slot is in it
+        found = np.empty(slots.shape, dtype=object)  # slot -1 -> None; per returned slot, not per catalogue item
+        found.ravel()[:] = [ids[s] if s >= 0 else None for s in slots.ravel().tolist()]
+        return found, scores
 
     def pecos_model(self) -> XLinearModel:
         """The trained PECOS model (observed items only), predict-only: the peer for checks and benchmarks."""
