@@ -9,6 +9,8 @@ import pytest
 import scipy.sparse as smat
 
 from xrmeta.catalog import CatalogError
+from xrmeta.coldstart import leaf_centroids
+from xrmeta.coldstart.assign import assign_centroid_left_out
 from xrmeta.model import ASSIGNERS, ModelError, XRMetaModel
 
 from .conftest import assert_topk_match, assert_unchanged, clone, dir_digest, own_rank, snapshot
@@ -151,6 +153,32 @@ def test_every_generator_and_assigner_inserts_sparse_vectors(trained, novel, gen
         np.testing.assert_allclose(sims[np.arange(40), clusters], sims.max(axis=1), rtol=1e-6)
     elif assign == "route":  # the leaf the tree sends the title to
         np.testing.assert_array_equal(clusters, model.upper.beams(S, 1).indices)
+
+
+def test_left_out_centroid_matches_recomputed_centroids(trained):
+    """Each item's cluster as if it were new: the nearest centroid once its own title is taken out."""
+    Z, c = trained.selector.Z, trained.catalog
+    cluster = c.slot_cluster.view[: c.n_base]
+    items = np.random.default_rng(0).choice(c.n_base, size=25, replace=False)
+    got = assign_centroid_left_out(Z, cluster, c.n_clusters, items)
+    for item, g in zip(items, got):
+        keep = np.arange(c.n_base) != item
+        centroids = leaf_centroids(Z[keep], cluster[keep], c.n_clusters)
+        sims = (Z[item] @ centroids.T).toarray().ravel()
+        assert sims[g] == pytest.approx(sims.max(), rel=1e-5)
+
+
+def test_choose_assigner_picks_the_best_measured_reach(trained, data, split):
+    model = clone(trained, assign="vote")
+    X = model.featurizer.transform([data.query_texts[i] for i in split.train_queries])
+    reach = model.choose_assigner(X, split.Y_train, max_items=300)
+    assert set(reach) == set(ASSIGNERS) and all(0 <= r <= 100 for r in reach.values())
+    assert model.configs.coldstart.assign == max(ASSIGNERS, key=reach.get)
+    assert model.info["assign_reach"] == reach
+    again = clone(trained, assign="vote")
+    assert again.choose_assigner(X, split.Y_train, max_items=300) == reach  # seeded
+    # the chosen assigner is what trained the session model, and it is the one add_items uses
+    assert trained.configs.coldstart.assign in ASSIGNERS and "assign_reach" in trained.info
 
 
 # ---------------------------------------------------------------- bad input changes nothing

@@ -34,6 +34,8 @@ from pecos.xmc.xlinear.model import XLinearModel
 from . import persist
 from .catalog import Catalog
 from .coldstart import Selector, assign_centroid, assign_vote, leaf_centroids, make_generator
+from .coldstart.assign import assign_centroid_left_out
+from .coldstart.select import neighbours_excluding
 from .coldstart.generate import Calibration, Generator, fit_calibration, synthesize
 from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, train_generator
 from .featurize import Featurizer, FeaturizerConfig
@@ -41,6 +43,7 @@ from .tree import TreeConfig, UpperLayers, train_xlinear
 
 FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every file); 1 is still read, unverified
 ASSIGNERS = ("vote", "centroid", "route")
+AUTO = "auto"  # at training: the assigner that puts observed items, treated as new, where their queries' beams reach
 SELECTORS = ("pruned", "exact")
 
 
@@ -54,7 +57,7 @@ class ColdStartConfig:
     selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
     max_postings: int = 16  # pruned: postings kept per feature
     n_candidates: int = 32  # pruned: candidates rescored exactly
-    assign: str = "vote"  # vote | centroid | route (the leaf the tree sends the title to, as if a query)
+    assign: str = AUTO  # auto | vote | centroid | route (the leaf the tree sends the title to, as if a query)
     generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
@@ -66,8 +69,8 @@ class ColdStartConfig:
             raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
         if self.max_postings < 1 or self.n_candidates < self.k:
             raise ValueError("max_postings must be >= 1 and n_candidates >= k")
-        if self.assign not in ASSIGNERS:
-            raise ValueError(f"assign must be one of {ASSIGNERS}, got {self.assign!r}")
+        if self.assign not in ASSIGNERS + (AUTO,):
+            raise ValueError(f"assign must be one of {ASSIGNERS + (AUTO,)}, got {self.assign!r}")
         if self.max_nnz < 1:
             raise ValueError("max_nnz must be >= 1")
         if self.generator != LearnedGenerator.name:
@@ -157,6 +160,9 @@ class XRMetaModel:
         if learned:
             configs.coldstart.generator = "mean"  # until fit_generator installs the learned one
         model = cls(workdir, featurizer, upper, catalog, selector, label_slot, configs, calibration, info, tmp)
+        if configs.coldstart.assign == AUTO:
+            model.choose_assigner(X, Y)
+            step(f"assigner: {configs.coldstart.assign}")
         if learned:
             model.fit_generator(X, Y, generator_config, threads=threads if threads > 0 else numba.get_num_threads(),
                                 verbose=verbose)
@@ -202,7 +208,7 @@ class XRMetaModel:
 
     def assign(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """Leaf cluster of each new item (rows of S, with its selected neighbours)."""
-        how = self.configs.coldstart.assign
+        how = self.configs.coldstart.assign  # AUTO is resolved by training; left unresolved it means "vote"
         if how == "route":
             return self.upper.beams(S, beam_size=1).indices.astype(np.int64)
         if how == "centroid":
@@ -212,6 +218,39 @@ class XRMetaModel:
         if no_nbr.any():
             fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)
         return assign_vote(nbrs, sims, self.catalog.slot_cluster.view, fallback)
+
+    def choose_assigner(self, X: smat.spmatrix, Y: smat.spmatrix, max_items: int = 2000) -> dict[str, float]:
+        """Pick the assigner under which new items land where their queries look. Up to max_items observed items
+        with a training query (seeded sample) are treated as new (their own title left out of their neighbours and
+        of their cluster's centroid); each assigner's reach is the share of their (training query, item) pairs
+        whose query's beam holds the assigned cluster. Sets `configs.coldstart.assign`; returns the reaches (%),
+        also kept in `info["assign_reach"]`. Which assigner wins depends on the data: neighbours' clusters are a
+        good guess where similar titles are clicked by the same queries, and a poor one where most items were
+        never clicked (their clusters then follow no query)."""
+        cs, cat = self.configs.coldstart, self.catalog
+        Ys = smat.csr_matrix(Y, dtype=np.float32)[:, np.argsort(self.label_slot)].tocsc()  # columns in slot order
+        clicked = np.flatnonzero(np.diff(Ys.indptr) > 0)
+        if len(clicked) == 0:
+            raise ModelError("choose_assigner: no observed item has a training query")
+        rng = np.random.default_rng(self.configs.tree.seed)
+        items = np.sort(rng.choice(clicked, size=min(max_items, len(clicked)), replace=False))
+        S = self.selector.Z[items]
+        nbrs, sims = neighbours_excluding(self.selector, S, items, cs.k)
+        cluster = cat.slot_cluster.view[: cat.n_base]
+        left_out = assign_centroid_left_out(self.selector.Z, cluster, cat.n_clusters, items)
+        fallback = np.where(nbrs[:, 0] < 0, left_out, 0)
+        choices = {
+            "vote": assign_vote(nbrs, sims, cluster, fallback),
+            "centroid": left_out,
+            "route": self.upper.beams(S, beam_size=1).indices.astype(np.int64),
+        }
+        pairs = Ys[:, items].tocoo()  # (query, position in items)
+        queries, at = np.unique(pairs.row, return_inverse=True)
+        B = self.upper.beams(smat.csr_matrix(X, dtype=np.float32)[queries], self.configs.tree.beam_size).tocsr()
+        reach = {name: float(np.asarray(B[at, c[pairs.col]] > 0).mean() * 100) for name, c in choices.items()}
+        cs.assign = max(ASSIGNERS, key=lambda name: reach[name])  # ties: the first in ASSIGNERS
+        self.info["assign_reach"] = reach
+        return reach
 
     def generate(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray):
         """Sparse classifier weights (CSR) and biases of new items, pruned like the trained ones."""

@@ -13,7 +13,7 @@ from . import persist
 from .data import load_dataset, make_zero_shot_split
 from .featurize import FeaturizerConfig
 from .kernels import POST_PROCESSORS
-from .model import ASSIGNERS, SELECTORS, ColdStartConfig, XRMetaModel
+from .model import ASSIGNERS, AUTO, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
 from .train_generator import add_generator_args, learned_config
 from .tree import LABEL_EMBEDDINGS, TreeConfig
@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
     g.add_argument("--max-postings", type=int, default=16, help="pruned selector: postings kept per feature")
     g.add_argument("--n-candidates", type=int, default=32, help="pruned selector: candidates rescored exactly")
-    g.add_argument("--assign", choices=ASSIGNERS, default="vote",
-                   help="leaf cluster of a new item: neighbours' vote, nearest centroid, or where the tree routes its title")
+    g.add_argument("--assign", choices=ASSIGNERS + (AUTO,), default=AUTO,
+                   help="leaf cluster of a new item: neighbours' vote, nearest centroid, where the tree routes its "
+                   "title, or auto: whichever of them puts observed items (treated as new) in their training "
+                   "queries' beams most often")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
     g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")

@@ -28,3 +28,28 @@ def assign_centroid(Q: smat.csr_matrix, centroids: smat.csr_matrix) -> np.ndarra
     for start in range(0, Q.shape[0], 4096):  # bounded dense block: rows x clusters
         out[start : start + 4096] = (Q[start : start + 4096] @ centroids.T).toarray().argmax(axis=1)
     return out
+
+
+def assign_centroid_left_out(Z: smat.spmatrix, item_cluster: np.ndarray, n_clusters: int, items: np.ndarray,
+                             block: int = 1024) -> np.ndarray:
+    """`assign_centroid` for observed items treated as new: each item's own row is left out of its cluster's
+    centroid, which would otherwise pull the item back to its own cluster."""
+    Z = smat.csr_matrix(Z, dtype=np.float64)
+    n = Z.shape[0]
+    member = smat.csr_matrix((np.ones(n), (item_cluster, np.arange(n))), shape=(n_clusters, n))
+    sums = (member @ Z).tocsr()  # unnormalised centroids
+    sq = np.asarray(sums.multiply(sums).sum(axis=1)).ravel()
+    out = np.empty(len(items), dtype=np.int64)
+    for start in range(0, len(items), block):
+        rows = np.asarray(items[start : start + block])
+        S = Z[rows]
+        dots = (S @ sums.T).toarray()  # rows x clusters
+        own = item_cluster[rows]
+        r = np.arange(len(rows))
+        self_sq = np.asarray(S.multiply(S).sum(axis=1)).ravel()
+        own_dot = dots[r, own]
+        own_sq = np.maximum(sq[own] - 2 * own_dot + self_sq, 0.0)
+        scores = dots / np.sqrt(np.maximum(sq, 1e-30))  # cosine up to the row's own norm (same for all clusters)
+        scores[r, own] = np.where(own_sq > 1e-12, (own_dot - self_sq) / np.sqrt(np.maximum(own_sq, 1e-30)), -np.inf)
+        out[start : start + len(rows)] = scores.argmax(axis=1)
+    return out

@@ -72,6 +72,7 @@ from tqdm import tqdm
 
 from .. import kernels
 from .generate import Calibration, Generator, Plan
+from .select import neighbours_excluding
 
 N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
 GENERATOR_FILE = "generator.npz"
@@ -323,7 +324,7 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
     # use the held-out ones
     stats = slot_stats(cat.w_ptr.view, cat.w_val.view, cat.slot_bias.view, np.diff(Ys.tocsc().indptr))
     titles = _as_if_unseen(Z, X, proxies, fb, n_blocks, model.configs.featurizer.min_df)
-    nbrs, sims = _neighbours_excluding(model.selector, titles, proxies, k)
+    nbrs, sims = neighbours_excluding(model.selector, titles, proxies, k)
     tokens, valid = token_features(titles, nbrs, sims, Z, stats, fb, n_blocks)
     pairs = _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config, rng)
     t_prep = time.perf_counter() - t0
@@ -540,20 +541,6 @@ def _as_if_unseen(Z, X, proxies, feature_block, n_blocks: int, min_df: int) -> s
     T = normalize(T).tocsr()
     T.sort_indices()
     return T
-
-
-def _neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16):
-    """Each proxy's k nearest observed items that are not proxies (IRENE: a proxy never sees its own
-    classifier; here it sees none of the held-out items either). -1 where fewer remain."""
-    nbrs, sims = selector.search(titles, k + extra)
-    is_proxy = np.zeros(selector.n_items, dtype=bool)
-    is_proxy[proxies] = True
-    ok = (nbrs >= 0) & ~is_proxy[np.maximum(nbrs, 0)]
-    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # the first k allowed, nearest first
-    out_n = np.take_along_axis(nbrs, order, axis=1)
-    out_s = np.take_along_axis(sims, order, axis=1)
-    allowed = np.take_along_axis(ok, order, axis=1)
-    return np.where(allowed, out_n, -1), np.where(allowed, out_s, 0.0).astype(np.float32)
 
 
 def _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config: LearnedConfig,

@@ -59,3 +59,17 @@ def _truncate_columns(M: smat.csc_matrix, keep: int) -> smat.csc_matrix:
     kept = np.sort(order[rank < keep])  # back to CSC order
     indptr = np.searchsorted(col[kept], np.arange(M.shape[1] + 1))
     return smat.csc_matrix((M.data[kept], M.indices[kept], indptr), shape=M.shape)
+
+
+def neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16):
+    """Each proxy's (observed items treated as new) k nearest observed items that are not proxies (IRENE: a proxy
+    never sees its own classifier; here it sees none of the held-out items either). -1 where fewer remain."""
+    nbrs, sims = selector.search(titles, k + extra)
+    is_proxy = np.zeros(selector.n_items, dtype=bool)
+    is_proxy[proxies] = True
+    ok = (nbrs >= 0) & ~is_proxy[np.maximum(nbrs, 0)]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # the first k allowed, nearest first
+    out_n = np.take_along_axis(nbrs, order, axis=1)
+    out_s = np.take_along_axis(sims, order, axis=1)
+    allowed = np.take_along_axis(ok, order, axis=1)
+    return np.where(allowed, out_n, -1), np.where(allowed, out_s, 0.0).astype(np.float32)
