@@ -33,7 +33,7 @@ GENERATORS = ("mean", "weighted", "self", "mean_self", "learned")
 
 
 def variants(chosen: str) -> list[tuple[str, str]]:
-    """Every generator with the assigner training chose for the model, then mean and learned with the others."""
+    """Every generator with the model's assigner, then mean and learned with the others."""
     return [(g, chosen) for g in GENERATORS] + [(g, a) for g in ("mean", "learned") for a in ("vote", "centroid")
                                                  if a != chosen]
 
@@ -115,6 +115,10 @@ def main(argv=None) -> int:
 
     results, alone, reaches, pecos = {}, {}, {}, None
     chosen = model.configs.coldstart.assign
+    probe = XRMetaModel.load(folder)  # what `--assign auto` would measure and pick on this model
+    auto_reach = probe.choose_assigner(
+        model.featurizer.transform([data.query_texts[i] for i in split.train_queries], threads=1), split.Y_train)
+    auto_pick = probe.configs.coldstart.assign
     for gen, assign in variants(chosen):
         C.log(f"xrmeta {gen}/{assign}")
         r, alone[f"xrmeta {gen} / {assign}"], reaches[f"xrmeta {gen} / {assign}"] = xrmeta_variant(
@@ -149,9 +153,9 @@ def main(argv=None) -> int:
     body = (
         f"Split: seed {args.seed}, {len(split.observed)} observed / {len(split.novel)} novel items; test queries: "
         f"{sizes}. xrmeta and PECOS: beam {args.beam}, top-100, every novel item inserted into a fresh copy of "
-        f"the model per row (generator / assigner as named; k={model.configs.coldstart.k}; training chose the "
-        f"assigner `{chosen}`, reaches measured on observed items treated as new: "
-        f"{', '.join(f'{a} {r:.1f}%' for a, r in model.info.get('assign_reach', {}).items())}). Percent. "
+        f"the model per row (generator / assigner as named; k={model.configs.coldstart.k}; the model's assigner is "
+        f"`{chosen}`; `--assign auto` measures the reach of each on observed items treated as new, "
+        f"{', '.join(f'{a} {r:.1f}%' for a, r in auto_reach.items())}, and would pick `{auto_pick}`). Percent. "
         f"BM25: `bm25s` defaults (Lucene, k1=1.5, b=0.75), English stopwords, its own tokenizer, one index per "
         f"set over that set's candidate titles (observed / novel / all items), top-100. Title TF-IDF: cosine of "
         f"`model.featurizer` vectors of query and item title, brute force over the set's candidates, top-100. "

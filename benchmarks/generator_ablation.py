@@ -119,7 +119,7 @@ def seeds_table(seeds: list[Seed]) -> str:
     for c, g in best.items():
         wins = [a[c] > b[c] for a, b in zip(per_seed["learned"], per_seed[g])]
         verdict.append(f"{c}: learned beats the best hand-made baseline ({g}) on {sum(wins)} of {len(wins)} seeds")
-    verdict.append("assigner (chosen by training, the same for every generator) per seed: "
+    verdict.append("assigner (the model's, the same for every generator) per seed: "
                    + ", ".join(f"{s.split.seed}: {s.assign}" for s in seeds))
     gap = [r[COLUMNS[3]] - s.pecos_observed for r, s in zip(per_seed["learned"], seeds)]
     verdict.append("observed P@1 with every item ranked, learned minus XR-Linear per seed: "

@@ -48,8 +48,7 @@ def test_queries(data, split):
 
 @pytest.fixture(scope="session")
 def trained(data, split):
-    """A model of the observed items only (default cold-start config: learned generator, assigner chosen by
-    `choose_assigner`)."""
+    """A model of the observed items only (default cold-start config: learned generator, vote assigner)."""
     return XRMetaModel.train(
         [data.query_texts[i] for i in split.train_queries], split.Y_train,
         [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],

@@ -11,9 +11,10 @@ import scipy.sparse as smat
 from xrmeta.catalog import CatalogError
 from xrmeta.coldstart import leaf_centroids
 from xrmeta.coldstart.assign import assign_centroid_left_out
-from xrmeta.model import ASSIGNERS, ModelError, XRMetaModel
+from xrmeta.model import ASSIGNERS, ColdStartConfig, ModelError, XRMetaModel
+from xrmeta.tree import TreeConfig
 
-from .conftest import assert_topk_match, assert_unchanged, clone, dir_digest, own_rank, snapshot
+from .conftest import MAX_LEAF, assert_topk_match, assert_unchanged, clone, dir_digest, own_rank, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +178,15 @@ def test_choose_assigner_picks_the_best_measured_reach(trained, data, split):
     assert model.info["assign_reach"] == reach
     again = clone(trained, assign="vote")
     assert again.choose_assigner(X, split.Y_train, max_items=300) == reach  # seeded
-    # the chosen assigner is what trained the session model, and it is the one add_items uses
-    assert trained.configs.coldstart.assign in ASSIGNERS and "assign_reach" in trained.info
+
+
+def test_train_with_auto_assigner_resolves_it(data, split):
+    model = XRMetaModel.train([data.query_texts[i] for i in split.train_queries], split.Y_train,
+                              [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
+                              tree_config=TreeConfig(max_leaf_size=MAX_LEAF),
+                              coldstart_config=ColdStartConfig(assign="auto", generator="mean"), verbose=False)
+    reach = model.info["assign_reach"]
+    assert model.configs.coldstart.assign == max(ASSIGNERS, key=reach.get)
 
 
 # ---------------------------------------------------------------- bad input changes nothing

@@ -35,9 +35,9 @@ from . import persist
 from .catalog import Catalog
 from .coldstart import Selector, assign_centroid, assign_vote, leaf_centroids, make_generator
 from .coldstart.assign import assign_centroid_left_out
-from .coldstart.select import neighbours_excluding
 from .coldstart.generate import Calibration, Generator, fit_calibration, synthesize
 from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, train_generator
+from .coldstart.select import neighbours_excluding
 from .featurize import Featurizer, FeaturizerConfig
 from .tree import TreeConfig, UpperLayers, train_xlinear
 
@@ -57,7 +57,9 @@ class ColdStartConfig:
     selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
     max_postings: int = 16  # pruned: postings kept per feature
     n_candidates: int = 32  # pruned: candidates rescored exactly
-    assign: str = AUTO  # auto | vote | centroid | route (the leaf the tree sends the title to, as if a query)
+    # vote | centroid | route (the leaf the tree sends the title to, as if a query) | auto (chosen at training by
+    # `choose_assigner`; it may pick centroid, whose search costs about as much as the rest of an insertion)
+    assign: str = "vote"
     generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold

@@ -61,10 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
     g.add_argument("--max-postings", type=int, default=16, help="pruned selector: postings kept per feature")
     g.add_argument("--n-candidates", type=int, default=32, help="pruned selector: candidates rescored exactly")
-    g.add_argument("--assign", choices=ASSIGNERS + (AUTO,), default=AUTO,
+    g.add_argument("--assign", choices=ASSIGNERS + (AUTO,), default="vote",
                    help="leaf cluster of a new item: neighbours' vote, nearest centroid, where the tree routes its "
                    "title, or auto: whichever of them puts observed items (treated as new) in their training "
-                   "queries' beams most often")
+                   "queries' beams most often (on Home Depot that is centroid: zero-shot recall about doubles, "
+                   "insertion takes about twice as long; see BENCHMARKS.md)")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
     g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")
