@@ -76,8 +76,9 @@ def reach(model: XRMetaModel, data, X, es, beam: int) -> float:
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
     clusters = model.catalog.slot_cluster.view[[model.catalog.slot_of[data.item_ids[j]] for j in Y.indices]]
     hit = np.asarray(B[rows, clusters] > 0).ravel()
-    per_query = np.bincount(rows, hit, Y.shape[0])[np.diff(Y.indptr) > 0] / np.diff(Y.indptr)[np.diff(Y.indptr) > 0]
-    return float(per_query.mean() * 100)
+    n_rel = np.diff(Y.indptr)
+    has = n_rel > 0
+    return float((np.bincount(rows, hit, Y.shape[0])[has] / n_rel[has]).mean() * 100)
 
 
 def topk_csr(cols: np.ndarray, scores: np.ndarray, n_cols: int) -> smat.csr_matrix:
