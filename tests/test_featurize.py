@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from xrmeta.featurize import Featurizer, FeaturizerConfig
+from xrmeta.featurize import Featurizer, FeaturizerConfig, normalize_text
 
 TEXTS = ["red kettle steel", "blue kettle", "red lamp mini", "steel lamp pro max", "Blue Lamp"]
 
@@ -26,7 +27,7 @@ def ngram_counts(texts, min_df=1):
 
 @pytest.fixture(scope="module")
 def feat():
-    return Featurizer.train(TEXTS)
+    return Featurizer.train(TEXTS, FeaturizerConfig(normalization="none"))  # the counts above are case-sensitive
 
 
 def block_nnz(f: Featurizer, text: str) -> list[int]:
@@ -36,8 +37,10 @@ def block_nnz(f: Featurizer, text: str) -> list[int]:
 
 @pytest.mark.parametrize("min_df", [1, 2])
 def test_block_sizes_count_the_ngrams_and_add_up(min_df):
-    f = Featurizer.train(TEXTS, FeaturizerConfig(min_df=min_df))
+    f = Featurizer.train(TEXTS, FeaturizerConfig(min_df=min_df, normalization="none"))
     assert f.block_sizes == ngram_counts(TEXTS, min_df)
+    folded = Featurizer.train(TEXTS, FeaturizerConfig(min_df=min_df))
+    assert folded.block_sizes == ngram_counts([normalize_text(t) for t in TEXTS], min_df)
     assert f.n_features == sum(f.block_sizes) == f.block_offsets[-1]
     assert f.transform(TEXTS).shape == (len(TEXTS), f.n_features)
 
@@ -90,3 +93,49 @@ def test_empty_inputs():
         Featurizer.train([])
     f = Featurizer.train(TEXTS)
     assert f.transform([]).shape == (0, f.n_features)
+
+
+# ---------------------------------------------------------------- text normalisation
+@pytest.mark.parametrize("raw,folded", [
+    ("DeWALT  20-Volt MAX (Tool-Only)", "dewalt 20 volt max tool only"),
+    ("Ｃｏｒｄｌｅｓｓ\tDRILL\n", "cordless drill"),  # full-width letters, tab, newline
+    ("Café Crème Brûlée", "café crème brûlée"),  # accents kept, composed (NFKC)
+    ("Cafe\u0301", "café"),  # a combining accent composes with its letter
+    ("STRASSE Straße", "strasse strasse"),  # case folding, not just lower()
+    ("3/4 in. x 10 ft.", "3 4 in x 10 ft"),
+    ("hi_there—it's ½", "hi there it s 1 2"),  # underscore, dash, apostrophe; ½ -> 1⁄2
+    ("हिन्दी शब्द", "हिन्दी शब्द"),  # combining vowel signs of other scripts stay inside their words
+    ("  \u00a0 ", ""),
+])
+def test_normalize_text(raw, folded):
+    assert normalize_text(raw) == folded
+
+
+def test_case_width_punctuation_and_whitespace_variants_featurize_identically():
+    f = Featurizer.train(["Apple iPhone 8 Plus, 64GB", "Cordless Drill/Driver Kit", "café crème"])
+    variants = ["apple iphone 64gb", "APPLE iPhone 64GB", "  Apple\tiPhone   64GB ", "Ａｐｐｌｅ ｉＰｈｏｎｅ 64GB!",
+                "apple, iphone (64GB)"]
+    X = f.transform(variants)
+    for i in range(1, len(variants)):
+        assert (X[i] != X[0]).nnz == 0, variants[i]
+    assert X[0].nnz > 0
+    assert f.transform(["drill/driver"]).nnz == f.transform(["drill driver"]).nnz > 0
+
+
+def test_a_featurizer_saved_before_normalisation_keeps_its_texts_as_given(tmp_path):
+    """featurizer.json written before the setting existed has no "normalization": it reads as "none", so the
+    model featurizes as it was trained (case-sensitive)."""
+    f = Featurizer.train(TEXTS, FeaturizerConfig(normalization="none"))
+    f.save(tmp_path)
+    meta = json.loads((tmp_path / "featurizer.json").read_text())
+    del meta["config"]["normalization"]
+    (tmp_path / "featurizer.json").write_text(json.dumps(meta))
+    old = Featurizer.load(tmp_path)
+    assert old.config.normalization == "none"
+    assert (old.transform(["Blue Lamp"]) != old.transform(["blue lamp"])).nnz > 0
+    assert Featurizer.load(tmp_path).transform(["Blue Lamp"]).nnz == f.transform(["Blue Lamp"]).nnz
+
+
+def test_unknown_normalization_is_refused():
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        Featurizer.train(TEXTS, FeaturizerConfig(normalization="lower"))
