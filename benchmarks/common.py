@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import platform
 import shlex
@@ -38,14 +39,16 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- models and data
-def model_dir(dataset: str, seed: int) -> Path:
-    """The cached model for (dataset, seed), trained with `python -m xrmeta.train` defaults if missing."""
-    folder = OUT / "models" / f"{dataset}_s{seed}"
+def model_dir(dataset: str, seed: int, extra: list[str] = ()) -> Path:
+    """The cached model for (dataset, seed), trained with `python -m xrmeta.train` defaults plus the extra flags
+    if missing (a model per distinct set of flags)."""
+    tag = "" if not extra else "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:10]
+    folder = OUT / "models" / f"{dataset}_s{seed}{tag}"
     if not (folder / "config.json").exists():
         tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        log(f"training {dataset} seed {seed} into {folder} (xrmeta.train defaults)")
+        log(f"training {dataset} seed {seed} into {folder} (xrmeta.train defaults {' '.join(extra)})")
         t0 = time.perf_counter()
-        rc = xtrain.main(["--dataset", dataset, "--model-dir", str(tmp), "--seed", str(seed), "--quiet"])
+        rc = xtrain.main(["--dataset", dataset, "--model-dir", str(tmp), "--seed", str(seed), "--quiet", *extra])
         if rc != 0:
             raise SystemExit(f"xrmeta.train failed ({rc})")
         if (folder / "config.json").exists():  # another process finished first: keep its copy
@@ -57,9 +60,9 @@ def model_dir(dataset: str, seed: int) -> Path:
     return folder
 
 
-def load(dataset: str, seed: int) -> tuple[XRMetaModel, XMCData, ZeroShotSplit, Path]:
+def load(dataset: str, seed: int, extra: list[str] = ()) -> tuple[XRMetaModel, XMCData, ZeroShotSplit, Path]:
     """(model fresh from disk, data, the split it was trained on, its directory)."""
-    folder = model_dir(dataset, seed)
+    folder = model_dir(dataset, seed, extra)
     model = XRMetaModel.load(folder)
     data = load_dataset(dataset)
     return model, data, split_for(model, data), folder

@@ -18,7 +18,7 @@ from xrmeta import train as train_cli
 from xrmeta.catalog import Catalog
 from xrmeta.coldstart import make_generator
 from xrmeta.data import make_synthetic, make_zero_shot_split
-from xrmeta.model import XRMetaModel
+from xrmeta.model import ColdStartConfig, XRMetaModel
 from xrmeta.tree import TreeConfig
 
 MAX_LEAF = 50  # 1800 observed items -> 64 leaf clusters under a 3-layer tree: beams 1..10 really select
@@ -57,6 +57,17 @@ def trained(data, split):
 
 
 @pytest.fixture(scope="session")
+def pecos_trained(data, split):
+    """`trained` with the leaf layer served exactly as PECOS trained it (no title mixing): the pure-PECOS path."""
+    return XRMetaModel.train(
+        [data.query_texts[i] for i in split.train_queries], split.Y_train,
+        [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
+        tree_config=TreeConfig(max_leaf_size=MAX_LEAF, observed_titles=False),
+        coldstart_config=ColdStartConfig(generator="mean_self"), verbose=False,
+    )
+
+
+@pytest.fixture(scope="session")
 def with_novel(trained, novel):
     """`trained` plus the novel items inserted by cold start."""
     model = clone(trained)
@@ -89,11 +100,11 @@ def clone(model: XRMetaModel, **coldstart) -> XRMetaModel:
         setattr(configs.coldstart, key, value)
     configs.coldstart.validate()
     c = model.catalog
-    catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor)
+    catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor, c.path_exponent)
     name = configs.coldstart.generator
     configs.coldstart.generator = "mean"  # a learned generator lives in the model, not in its workdir: share it
     out = XRMetaModel(model.workdir, model.featurizer, model.upper, catalog, model.selector, model.label_slot,
-                      configs, model.calibration, dict(model.info))
+                      configs, model.calibration, dict(model.info), title_trust=model.title_trust)
     same = name == model.configs.coldstart.generator
     out.generator = model.generator if same else make_generator(name, model.calibration)
     configs.coldstart.generator = name
@@ -121,6 +132,28 @@ def dir_digest(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under folder."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- search scores, recomputed
+TRANSFORMS = {
+    "l3-hinge": lambda v: np.exp(-np.maximum(1.0 - v, 0.0) ** 3),
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+}
+
+
+def best_path(catalog: Catalog, beams) -> np.ndarray:
+    """(queries x slots): the best path score among each item's clusters in the query's beam, 0 when none is
+    (an inserted item may be in several clusters)."""
+    B = np.hstack([smat.csr_matrix(beams).toarray(), np.zeros((beams.shape[0], 1))])  # column -1: no cluster
+    return B[:, catalog.item_clusters(np.arange(catalog.n_slots))].max(axis=2).astype(np.float64)
+
+
+def search_scores(catalog: Catalog, X, beams) -> np.ndarray:
+    """Dense (queries x slots) scores as the search ranks them, from item-major weights with scipy:
+    transform(w . x + bias) * best_path ** path_exponent."""
+    W = catalog.weights(np.arange(catalog.n_slots))
+    raw = (X @ W.T).toarray().astype(np.float64) + catalog.slot_bias.view
+    return TRANSFORMS[catalog.post_processor](raw) * best_path(catalog, beams) ** catalog.path_exponent
 
 
 # ---------------------------------------------------------------- top-k comparison

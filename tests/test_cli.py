@@ -84,7 +84,8 @@ def test_train_add_predict_evaluate(cli_model, model_copy, tmp_path, capsys):
     assert all(0 <= v <= 100 for v in np.concatenate(list(table.values())))
     assert table["XR-Linear (PECOS)", "zero_shot"] == [0.0] * 5  # novel items are unreachable for PECOS
     assert min(table[ours, "zero_shot"]) > 0
-    np.testing.assert_allclose(table[ours, "observed"], table["XR-Linear (PECOS)", "observed"], atol=0.1)
+    # observed items carry their titles (title trust): better than PECOS's own leaf layer on the same tree
+    assert table[ours, "observed"][0] > table["XR-Linear (PECOS)", "observed"][0]
 
 
 def test_evaluate_inserts_novel_items_in_memory_only(cli_model, capsys):

@@ -12,12 +12,8 @@ from xrmeta.catalog import Catalog
 from xrmeta.coldstart import Selector, assign_vote, make_generator
 from xrmeta.coldstart.generate import synthesize
 
-from .conftest import assert_topk_match, clone, csr, dense_topk
+from .conftest import assert_topk_match, best_path, clone, csr, dense_topk, search_scores
 
-TRANSFORMS = {
-    "l3-hinge": lambda v: np.exp(-np.maximum(1.0 - v, 0.0) ** 3),
-    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
-}
 
 
 # ---------------------------------------------------------------- leaf_topk (Catalog.topk)
@@ -51,22 +47,19 @@ def queries_and_beams(mutated, test_queries, novel):
 def leaf_reference(catalog: Catalog, X, beams, subset: str) -> np.ndarray:
     """Dense (queries x slots) scores: every alive item of each beam cluster, scored from its item-major
     weights; -inf for items not in a beam cluster, removed, or outside the subset."""
-    W = catalog.weights(np.arange(catalog.n_slots))
-    raw = (X @ W.T).toarray().astype(np.float64) + catalog.slot_bias.view
-    value = TRANSFORMS[catalog.post_processor](raw)
     inserted = catalog.is_inserted(np.arange(catalog.n_slots))
     in_subset = {"all": np.ones_like(inserted), "observed": ~inserted, "inserted": inserted}[subset]
     candidate = in_subset & catalog.slot_alive.view
-    path = beams.toarray()[:, catalog.slot_cluster.view]  # path score of each slot's cluster, 0 if not in beam
-    return np.where(candidate & (path > 0), value * path, -np.inf)
+    return np.where(candidate & (best_path(catalog, beams) > 0), search_scores(catalog, X, beams), -np.inf)
 
 
-@pytest.mark.parametrize("post", ["l3-hinge", "sigmoid"])
+@pytest.mark.parametrize("post,path_exponent", [("l3-hinge", 1.0), ("sigmoid", 1.0), ("sigmoid", 0.3)])
 @pytest.mark.parametrize("subset", ["all", "observed", "inserted"])
 @pytest.mark.parametrize("k", [10, 400])  # 400 > items under 5 leaf clusters of <= 50 items + inserted: padding
-def test_leaf_topk_matches_brute_force(mutated, queries_and_beams, post, subset, k):
+def test_leaf_topk_matches_brute_force(mutated, queries_and_beams, post, path_exponent, subset, k):
     c = mutated.catalog
-    catalog = Catalog(c.arrays(), c.ids, c.n_features, post)
+    assert c.item_clusters(np.arange(c.n_base, c.n_slots)).shape[1] > 1  # items inserted into several clusters
+    catalog = Catalog(c.arrays(), c.ids, c.n_features, post, path_exponent)
     X, beams = queries_and_beams
     slots, scores = catalog.topk(X, beams, k, subset)
     R = leaf_reference(catalog, X, beams, subset)
@@ -220,7 +213,15 @@ def test_cluster_vote(nbrs, sims, expected):
     item_cluster = np.array([0, 1, 1, 2])
     fallback = np.array([7, 8])[: len(nbrs)]
     got = assign_vote(np.array(nbrs, dtype=np.int64), np.array(sims, dtype=np.float32), item_cluster, fallback)
-    assert got.tolist() == expected
+    assert got[:, 0].tolist() == expected
+
+
+def test_cluster_vote_ranks_distinct_clusters():
+    item_cluster = np.array([0, 1, 1, 2])
+    nbrs = np.array([[0, 1, 2, 3], [1, 2, -1, -1]], dtype=np.int64)
+    sims = np.array([[0.9, 0.5, 0.5, 0.1], [0.4, 0.3, 0, 0]], dtype=np.float32)
+    got = assign_vote(nbrs, sims, item_cluster, np.array([7, 8]), m=3)
+    assert got.tolist() == [[1, 0, 2], [1, -1, -1]]  # votes 1.0 (cluster 1), 0.9, 0.1; one cluster only
 
 
 # ---------------------------------------------------------------- _raw_floor (skipping items that cannot enter)

@@ -14,8 +14,10 @@ from xrmeta import kernels
 from xrmeta import train as train_cli
 from xrmeta import train_generator as train_generator_cli
 from xrmeta.coldstart import learned as L
+from xrmeta.coldstart import training as T
 from xrmeta.coldstart.generate import Calibration
-from xrmeta.model import ModelError, XRMetaModel
+from xrmeta.model import ColdStartConfig, ModelError, XRMetaModel
+from xrmeta.tree import TreeConfig
 
 from .conftest import MAX_LEAF, clone
 
@@ -107,18 +109,26 @@ def test_block_dots_match_dense():
                 assert out[p, j, b] == pytest.approx(want, abs=1e-6)
 
 
-def test_held_out_retraining_reproduces_the_served_classifiers(trained, train_xy):
-    """With nothing held out, retraining a sample's leaf classifiers (PECOS's solver, the model's settings)
-    gives back the served ones: the held-out path differs only by what it holds out."""
-    X, Y = train_xy
-    Ys = smat.csr_matrix(Y, dtype=np.float32)[:, np.argsort(trained.label_slot)]
-    cat = trained.catalog
+@pytest.mark.parametrize("title_weight", [1.0, 2.5])
+def test_held_out_retraining_reproduces_the_served_classifiers(data, split, train_xy, title_weight):
+    """With nothing held out, retraining a sample's leaf classifiers (PECOS's solver, the tree's settings, the
+    titles as instances with their weight) gives back the ones PECOS trained: the held-out path differs only by
+    what it holds out."""
+    model = XRMetaModel.train(
+        [data.query_texts[i] for i in split.train_queries], split.Y_train,
+        [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
+        tree_config=TreeConfig(max_leaf_size=MAX_LEAF, observed_titles=False, title_weight=title_weight),
+        coldstart_config=ColdStartConfig(generator="mean"), verbose=False)
+    X = model.featurizer.transform([data.query_texts[i] for i in split.train_queries], threads=1)
+    Ys = smat.csr_matrix(split.Y_train, dtype=np.float32)[:, np.argsort(model.label_slot)]
+    cat = model.catalog
     rest = np.arange(cat.base_slot_ptr[3], cat.base_slot_ptr[6])
     none = np.zeros(0, dtype=np.int64)
-    W, bias = L._held_out_classifiers(trained, X.astype(np.float32), Ys, none, rest, none, threads=1)
-    served = cat.weights(rest).toarray()
-    np.testing.assert_allclose(W[rest].toarray(), served, atol=1e-4)
-    np.testing.assert_allclose(bias[rest], cat.slot_bias.view[rest], atol=1e-4)
+    W0, b0 = model.pecos_leaf()
+    W, bias = T._held_out_classifiers(X, Ys, model.selector.Z, W0, b0, cat.slot_cluster.view, none, rest, none,
+                                      model.configs.tree, threads=1)
+    np.testing.assert_allclose(W[rest].toarray(), W0[rest].toarray(), atol=1e-4)
+    np.testing.assert_allclose(bias[rest], b0[rest], atol=1e-4)
 
 
 def test_as_if_unseen_drops_ngrams_only_the_title_brought():

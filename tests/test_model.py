@@ -11,7 +11,7 @@ import scipy.sparse as smat
 from xrmeta.catalog import CatalogError
 from xrmeta.coldstart import leaf_centroids
 from xrmeta.coldstart.assign import assign_centroid_left_out
-from xrmeta.model import ASSIGNERS, ColdStartConfig, ModelError, XRMetaModel
+from xrmeta.model import ASSIGNERS, ColdStartConfig, ModelError, XRMetaModel, route_clusters
 from xrmeta.tree import TreeConfig
 
 from .conftest import MAX_LEAF, assert_topk_match, assert_unchanged, clone, dir_digest, own_rank, snapshot
@@ -24,16 +24,39 @@ def X_test(trained, test_queries):
 
 # ---------------------------------------------------------------- correctness against PECOS
 @pytest.mark.parametrize("beam", [1, 5, 10])
-def test_predict_equals_pecos_without_inserts(trained, X_test, beam):
-    slots, scores = trained.predict_slots(X_test, k=20, beam_size=beam)
-    ref = trained.pecos_predict_slots(X_test, k=20, beam_size=beam)
+def test_predict_equals_pecos_without_inserts(pecos_trained, X_test, beam):
+    """The pure-PECOS path (observed_titles off, nothing inserted) is PECOS's own predict on the same model."""
+    slots, scores = pecos_trained.predict_slots(X_test, k=20, beam_size=beam)
+    ref = pecos_trained.pecos_predict_slots(X_test, k=20, beam_size=beam)
     assert (slots[:, 0] >= 0).all()
     assert_topk_match(slots, scores, *ref, atol=1e-5)
 
 
-def test_observed_subset_equals_pecos_after_inserts(with_novel, X_test):
-    slots, scores = with_novel.predict_slots(X_test, k=20, beam_size=5, subset="observed")
-    assert_topk_match(slots, scores, *with_novel.pecos_predict_slots(X_test, k=20, beam_size=5), atol=1e-5)
+def test_observed_subset_equals_pecos_after_inserts(pecos_trained, novel, X_test):
+    model = clone(pecos_trained)
+    model.add_items(*novel)
+    slots, scores = model.predict_slots(X_test, k=20, beam_size=5, subset="observed")
+    assert_topk_match(slots, scores, *model.pecos_predict_slots(X_test, k=20, beam_size=5), atol=1e-5)
+
+
+def test_observed_items_carry_their_titles_by_default(trained, pecos_trained, data, split):
+    """Title-grounded serving: an observed item's classifier mixes in its own title, trusted more the fewer
+    clicks it has; the PECOS-served model keeps PECOS's weights. Both come from the same tree training."""
+    trust = trained.title_trust
+    assert not trust.is_pecos and pecos_trained.title_trust.is_pecos
+    assert trust.post_processor == "sigmoid" and trained.catalog.path_exponent == trust.path_exponent
+    assert trust.beta[0] > 0 and all(b >= 0 for b in trust.beta)
+    n = trained.catalog.n_base
+    nnz = lambda m: np.diff(m.catalog.w_ptr.view[: n + 1]).mean()  # noqa: E731
+    assert nnz(trained) > 1.1 * nnz(pecos_trained)  # the titles' n-grams joined the classifiers
+    # and the weights are the trust applied to PECOS's own
+    W, bias = trained.pecos_leaf()
+    W0, bias0 = pecos_trained.pecos_leaf()
+    np.testing.assert_allclose(W.toarray(), W0.toarray(), atol=1e-6)
+    clicks = np.diff(smat.csc_matrix(split.Y_train).indptr)[np.argsort(trained.label_slot)]
+    Wt, bt = trust.apply_rows(W, bias, trained.selector.Z, clicks, trained.configs.tree.threshold)
+    np.testing.assert_allclose(trained.catalog.weights(np.arange(n)).toarray(), Wt.toarray(), atol=1e-6)
+    np.testing.assert_allclose(trained.catalog.slot_bias.view[:n], bt, atol=1e-6)
 
 
 def test_predict_returns_ids(with_novel, test_queries):
@@ -146,14 +169,21 @@ def test_every_generator_and_assigner_inserts_sparse_vectors(trained, novel, gen
     assert (nnz <= 24).all() and (nnz > 0).mean() > 0.9
     assert (np.abs(W.data) >= model.configs.tree.threshold).all() and np.isfinite(W.data).all()
     assert np.isfinite(c.slot_bias.view[slots]).all()
-    clusters = c.slot_cluster.view[slots]
-    assert ((clusters >= 0) & (clusters < c.n_clusters)).all()
+    m = model.configs.coldstart.clusters_per_item
+    clusters = c.item_clusters(slots)  # its best cluster first, then the others in increasing order
+    assert clusters.shape == (40, m) and ((clusters >= -1) & (clusters < c.n_clusters)).all()
+    assert (clusters[:, 0] >= 0).all() and all(len(set(r[r >= 0])) == (r >= 0).sum() for r in clusters)
     S = model.featurizer.transform(novel[0][:40])
-    if assign == "centroid":  # the nearest leaf centroid
+    expect = None
+    if assign == "centroid":  # the nearest leaf centroids
         sims = (S @ model.centroids.T).toarray()
-        np.testing.assert_allclose(sims[np.arange(40), clusters], sims.max(axis=1), rtol=1e-6)
-    elif assign == "route":  # the leaf the tree sends the title to
-        np.testing.assert_array_equal(clusters, model.upper.beams(S, 1).indices)
+        np.testing.assert_allclose(sims[np.arange(40), clusters[:, 0]], sims.max(axis=1), rtol=1e-6)
+        expect = np.argsort(-sims, axis=1, kind="stable")[:, :m]
+    elif assign == "route":  # the leaf clusters the tree sends the title to, best first
+        expect = route_clusters(model.upper.beams(S, m), m)
+    if expect is not None:
+        np.testing.assert_array_equal(clusters[:, 0], expect[:, 0])
+        assert [sorted(r[r >= 0]) for r in clusters] == [sorted(r[r >= 0]) for r in expect]
 
 
 def test_left_out_centroid_matches_recomputed_centroids(trained):

@@ -43,23 +43,29 @@ class CatalogMachine(RuleBasedStateMachine):
         self.catalog = base_catalog()
         c = self.catalog
         W = c.weights(np.arange(c.n_slots)).toarray()
-        self.ref = {c.ids[s]: (s, int(c.slot_cluster.view[s]), W[s], float(c.slot_bias.view[s]))
-                    for s in range(c.n_slots)}  # id -> (slot, cluster, weights, bias)
+        self.ref = {c.ids[s]: (s, [int(c.slot_cluster.view[s])], W[s], float(c.slot_bias.view[s]))
+                    for s in range(c.n_slots)}  # id -> (slot, clusters, weights, bias)
         self.alive = set(self.ref)
         self.made = 0
 
     @rule(data=st.data(), n=st.integers(1, 4))
     def add(self, data, n):
         W = data.draw(arrays(np.float32, (n, N_FEATURES), elements=WEIGHTS))
-        clusters = data.draw(st.lists(st.integers(0, N_CLUSTERS - 1), min_size=n, max_size=n))
+        # each item into 1 or 2 distinct clusters (a batch is padded to its widest item with -1)
+        clusters = [data.draw(st.lists(st.integers(0, N_CLUSTERS - 1), min_size=1, max_size=2, unique=True))
+                    for _ in range(n)]
+        width = max(len(c) for c in clusters)
+        padded = np.array([c + [-1] * (width - len(c)) for c in clusters])
         biases = data.draw(arrays(np.float32, n, elements=st.sampled_from([-1.0, 0.0, 0.5])))
         ids = [f"n{self.made + i}" for i in range(n)]
         self.made += n
         first = self.catalog.n_slots
-        slots = self.catalog.add(ids, clusters, smat.csr_matrix(W), biases)
+        slots = self.catalog.add(ids, padded if width > 1 else padded[:, 0], smat.csr_matrix(W), biases)
         assert sorted(slots.tolist()) == list(range(first, first + n))  # new slots, never reused ones
         for i, item in enumerate(ids):
             self.ref[item] = (int(slots[i]), clusters[i], W[i].astype(np.float64), float(biases[i]))
+            got = self.catalog.item_clusters([slots[i]])[0]
+            assert got[0] == clusters[i][0] and sorted(got[got >= 0]) == sorted(clusters[i])
         self.alive |= set(ids)
 
     @precondition(lambda self: self.alive)
@@ -92,11 +98,12 @@ class CatalogMachine(RuleBasedStateMachine):
         R = np.full((n, self.catalog.n_slots), -np.inf)
         n_base = self.catalog.n_base
         for item in self.alive:
-            s, c, w, b = self.ref[item]
+            s, cs, w, b = self.ref[item]
             if subset == "all" or (subset == "observed") == (s < n_base):
                 raw = X.astype(np.float64) @ w + b
-                score = np.exp(-np.maximum(1.0 - raw, 0.0) ** 3) * B[:, c]
-                R[:, s] = np.where(B[:, c] > 0, score, -np.inf)
+                path = B[:, cs].max(axis=1)  # an item in several clusters counts once, at its best path
+                score = np.exp(-np.maximum(1.0 - raw, 0.0) ** 3) * path
+                R[:, s] = np.where(path > 0, score, -np.inf)
         assert_topk_match(slots, scores, *dense_topk(R, k), dense=R, rtol=1e-5, atol=1e-6)
 
     @rule()
@@ -131,7 +138,7 @@ def test_model_with_log_matches_a_reference(saved_dir, trained, novel):
     def expected(title):
         if title not in synthesized:
             W, b, c = untouched.synthesize(untouched.featurizer.transform([title]))
-            synthesized[title] = (smat.csr_matrix(W).toarray()[0], float(b[0]), int(c[0]))
+            synthesized[title] = (smat.csr_matrix(W).toarray()[0], float(b[0]), sorted(int(x) for x in c[0] if x >= 0))
         return synthesized[title]
 
     titles = st.lists(st.sampled_from(words), min_size=2, max_size=6).map(" ".join)
@@ -199,8 +206,9 @@ def test_model_with_log_matches_a_reference(saved_dir, trained, novel):
             assert set(c.slot_of) == self.trained | set(self.inserted)
             for item, title in self.inserted.items():
                 s = c.slot_of[item]
-                w, b, cluster = expected(title)
+                w, b, clusters = expected(title)
                 np.testing.assert_array_equal(c.weights([s]).toarray()[0], w)
-                assert (c.slot_bias.view[s], c.slot_cluster.view[s]) == (np.float32(b), cluster)
+                got = c.item_clusters([s])[0]
+                assert (c.slot_bias.view[s], sorted(got[got >= 0].tolist())) == (np.float32(b), clusters)
 
     run_state_machine_as_test(ModelMachine, settings=settings(max_examples=10, stateful_step_count=12, **SETTINGS))

@@ -20,7 +20,7 @@ from xrmeta import persist
 from xrmeta.catalog import Catalog
 from xrmeta.model import XRMetaModel
 
-from .conftest import assert_unchanged, snapshot
+from .conftest import assert_unchanged, search_scores, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,13 +50,9 @@ def assert_same_answers(a, b) -> None:
 
 # ---------------------------------------------------------------- concurrency
 def exact_scores(model: XRMetaModel, x, slots: np.ndarray, beam: int) -> np.ndarray:
-    """Scores of the given slots for one query row, recomputed from the final catalogue with scipy (the l3-hinge
-    transform times the path score of the slot's cluster), independent of the search kernel."""
-    assert model.configs.tree.post_processor == "l3-hinge"
-    c = model.catalog
-    raw = (c.weights(slots) @ x.T).toarray().ravel() + c.slot_bias.view[slots]
-    path = model.upper.beams(x, beam, 1).toarray().ravel()[c.slot_cluster.view[slots]]
-    return np.exp(-np.maximum(1.0 - raw, 0.0) ** 3) * path
+    """Scores of the given slots for one query row, recomputed from the final catalogue with scipy
+    (`conftest.search_scores`), independent of the search kernel."""
+    return search_scores(model.catalog, x, model.upper.beams(x, beam, 1))[0, slots]
 
 
 def test_queries_in_four_threads_while_a_thread_inserts_and_removes(model_dir, novel, test_queries):

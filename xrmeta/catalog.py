@@ -5,8 +5,9 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
 
 - observed (trained) items take slots 0..n_base-1, ordered by cluster, and are also stored feature-major per
   cluster ("chunks", as PECOS does), so scoring a cluster costs one binary search per query feature;
-- inserted items are appended after them: item-major weights plus a per-cluster linked list, so inserting
-  costs O(nnz of the item) whatever the catalogue size, and scoring one costs O(its nnz).
+- inserted items are appended after them: item-major weights, and for each of the (one or more) clusters an
+  item joins an *entry* in that cluster's linked list, so inserting costs O(nnz of the item) whatever the
+  catalogue size, and scoring one costs O(its nnz) per cluster of the beam it is in.
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
 
@@ -70,7 +71,9 @@ class _State(NamedTuple):
 
     n_slots: int
     cluster_head: np.ndarray
-    slot_next: np.ndarray
+    entry_slot: np.ndarray
+    entry_next: np.ndarray
+    memberships: int  # most clusters any inserted item is in (the search keeps k * memberships candidates)
     w_ptr: np.ndarray
     w_idx: np.ndarray
     w_val: np.ndarray
@@ -79,10 +82,17 @@ class _State(NamedTuple):
 
 
 class Catalog:
-    def __init__(self, arrays: dict, ids: list[str], n_features: int, post_processor: str):
+    """The leaf layer. post_processor transforms an item's raw score w . [x, 1]; path_exponent says how much the
+    path score of its cluster multiplies in: score = transform(raw) * path ** path_exponent (PECOS: 1)."""
+
+    def __init__(self, arrays: dict, ids: list[str], n_features: int, post_processor: str,
+                 path_exponent: float = 1.0):
         self.n_features = int(n_features)
         self.post_processor = post_processor
         self.post = kernels.POST_PROCESSORS[post_processor]
+        if not (0.0 <= path_exponent <= 1.0):
+            raise CatalogError(f"path_exponent must lie in [0, 1], got {path_exponent}")
+        self.path_exponent = float(path_exponent)
         a = arrays
         # immutable: observed items, feature-major per cluster
         self.chunk_feat_ptr = a["chunk_feat_ptr"]
@@ -101,8 +111,12 @@ class Catalog:
         self.w_val = _Growable(a["w_val"])
         self.slot_bias = _Growable(a["slot_bias"])
         self.slot_alive = _Growable(a["slot_alive"])
-        self.slot_cluster = _Growable(a["slot_cluster"])
-        self.slot_next = _Growable(a["slot_next"])
+        self.slot_cluster = _Growable(a["slot_cluster"])  # an inserted item's first (best) cluster
+        self.entry_slot = _Growable(a["entry_slot"])
+        self.entry_cluster = _Growable(a["entry_cluster"])
+        self.entry_next = _Growable(a["entry_next"])
+        counts = np.bincount(a["entry_slot"]) if len(a["entry_slot"]) else np.zeros(0, np.int64)
+        self._memberships = max(int(counts.max(initial=1)), 1)
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
         self.lock = threading.RLock()  # serialises writers (add, remove, and the model's save); queries never wait
         self.ids = list(ids)
@@ -111,12 +125,14 @@ class Catalog:
 
     def _publish(self, cluster_head: np.ndarray) -> None:
         """Make every slot written so far visible to queries that start from now on (one atomic assignment)."""
-        self._state = _State(self.slot_alive.n, cluster_head, self.slot_next.buf, self.w_ptr.buf, self.w_idx.buf,
-                             self.w_val.buf, self.slot_bias.buf, self.slot_alive.buf)
+        self._state = _State(self.slot_alive.n, cluster_head, self.entry_slot.buf, self.entry_next.buf,
+                             self._memberships, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf, self.slot_bias.buf,
+                             self.slot_alive.buf)
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_leaf_layer(cls, W: smat.spmatrix, C: smat.spmatrix, bias: float, ids: list[str], post_processor: str):
+    def from_leaf_layer(cls, W: smat.spmatrix, C: smat.spmatrix, bias: float, ids: list[str], post_processor: str,
+                        path_exponent: float = 1.0):
         """Build from PECOS's last layer: W is (features+1) x labels with the bias weight in the last row,
         C is labels x clusters."""
         W = smat.csc_matrix(W, dtype=np.float32)
@@ -143,10 +159,12 @@ class Catalog:
             "slot_bias": slot_bias,
             "slot_alive": np.ones(n_labels, dtype=bool),
             "slot_cluster": slot_cluster.astype(np.int32),
-            "slot_next": np.full(n_labels, -1, dtype=np.int32),
+            "entry_slot": np.zeros(0, dtype=np.int32),
+            "entry_cluster": np.zeros(0, dtype=np.int32),
+            "entry_next": np.zeros(0, dtype=np.int32),
             "cluster_head": np.full(n_clusters, -1, dtype=np.int32),
         }
-        return cls(arrays, [ids[j] for j in order], n_features, post_processor)
+        return cls(arrays, [ids[j] for j in order], n_features, post_processor, path_exponent)
 
     # ------------------------------------------------------------ state
     @property
@@ -163,6 +181,27 @@ class Catalog:
     def is_inserted(self, slots: np.ndarray) -> np.ndarray:
         return np.asarray(slots) >= self.n_base
 
+    def item_clusters(self, slots: np.ndarray) -> np.ndarray:
+        """(n, m) leaf clusters of the given slots, -1 padded: an observed item's one cluster; an inserted item's
+        first (best) cluster, then its others in increasing order (m: the most clusters of any inserted item)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        with self.lock:
+            primary = self.slot_cluster.view[slots].astype(np.int64)
+            e_slot, e_cluster = self.entry_slot.view.astype(np.int64), self.entry_cluster.view.astype(np.int64)
+            m = self._memberships
+        out = np.full((len(slots), m), -1, dtype=np.int64)
+        out[:, 0] = primary
+        if m > 1:
+            other = e_cluster != self.slot_cluster.view[e_slot]
+            order = np.lexsort((e_cluster[other], e_slot[other]))
+            o_slot, o_cluster = e_slot[other][order], e_cluster[other][order]
+            first = np.searchsorted(o_slot, slots)
+            count = np.searchsorted(o_slot, slots, side="right") - first
+            for j in range(1, m):
+                has = count >= j
+                out[has, j] = o_cluster[first[has] + j - 1]
+        return out
+
     def weights(self, slots: np.ndarray) -> smat.csr_matrix:
         """Item-major weight rows (without the bias) of the given slots."""
         with self.lock:
@@ -176,46 +215,58 @@ class Catalog:
             before_change: Callable[[], None] | None = None) -> np.ndarray:
         """Append items, all visible to queries at once when this returns. Returns their slots.
 
-        A bad batch, or a failure on the way (even out of memory), changes nothing. before_change runs once the
-        batch is validated and stored out of sight, just before it is published (the model logs it there); if
-        it raises, nothing changes.
+        clusters: (n,) leaf clusters, or (n, m): up to m distinct clusters per item, best first, -1 padded after
+        the first; an item in several clusters is scored in each of them that a query's beam reaches (its best
+        score counts once). A bad batch, or a failure on the way (even out of memory), changes nothing.
+        before_change runs once the batch is validated and stored out of sight, just before it is published (the
+        model logs it there); if it raises, nothing changes.
         """
         n = len(ids)
         clusters = np.asarray(clusters, dtype=np.int64)
+        clusters = clusters.reshape(-1, 1) if clusters.ndim == 1 else clusters
         biases = np.asarray(biases, dtype=np.float32)
         W = smat.csr_matrix(W, dtype=np.float32)
-        if W.shape != (n, self.n_features) or clusters.shape != (n,) or biases.shape != (n,):
+        if W.shape != (n, self.n_features) or clusters.ndim != 2 or len(clusters) != n or biases.shape != (n,):
             raise CatalogError(
                 f"add: {n} ids but weights {W.shape}, clusters {clusters.shape}, biases {biases.shape} "
-                f"(expected ({n}, {self.n_features}), ({n},), ({n},))"
+                f"(expected ({n}, {self.n_features}), ({n},) or ({n}, m), ({n},))"
             )
-        if n and (clusters.min() < 0 or clusters.max() >= self.n_clusters):
-            raise CatalogError(f"add: cluster ids must be in [0, {self.n_clusters})")
+        if n and (clusters[:, 0].min() < 0 or clusters.max() >= self.n_clusters or clusters.min() < -1):
+            raise CatalogError(f"add: cluster ids must be in [0, {self.n_clusters}) (-1 pads after the first)")
+        if n and clusters.shape[1] > 1 and _repeats_in_rows(clusters):
+            raise CatalogError("add: an item's clusters must be distinct")
         if not (np.isfinite(W.data).all() and np.isfinite(biases).all()):
             raise CatalogError("add: weights contain NaN or inf")
         # store the batch grouped by cluster: a query then reads each cluster's new items from one memory run
-        order = np.argsort(clusters, kind="stable")
+        order = np.argsort(clusters[:, 0], kind="stable")
         W, clusters, biases = W[order], clusters[order], biases[order]
         W.sort_indices()
         with self.lock:
             self._check_new_ids(ids)
             first = self.n_slots
-            # push each new slot at the head of its cluster's list, in a copy: published heads never change
+            # one entry per (item, cluster), grouped by cluster; each is pushed at the head of its cluster's list,
+            # in a copy: published heads never change
+            item, col = np.nonzero(clusters >= 0)
+            by_cluster = np.lexsort((item, clusters[item, col]))
+            entry_item, entry_cluster = item[by_cluster], clusters[item, col][by_cluster]
             head = self.cluster_head.copy()
-            next_ = np.empty(n, dtype=np.int32)
-            for i, c in enumerate(clusters):
-                next_[i] = head[c]
-                head[c] = first + i
-            grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.slot_next,
-                     self.slot_alive)
+            first_entry = self.entry_slot.n
+            next_ = np.empty(len(entry_item), dtype=np.int32)
+            for e, c in enumerate(entry_cluster):
+                next_[e] = head[c]
+                head[c] = first_entry + e
+            grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.entry_slot,
+                     self.entry_cluster, self.entry_next, self.slot_alive)
             marks = [g.n for g in grown]
-            try:  # past the published slots: no query reads these positions yet
+            try:  # past the published slots and entries: no query reads these positions yet
                 self.w_idx.extend(W.indices.astype(np.int32))
                 self.w_val.extend(W.data)
                 self.w_ptr.extend(self.w_ptr.view[-1] + W.indptr[1:].astype(np.int64))
                 self.slot_bias.extend(biases)
-                self.slot_cluster.extend(clusters.astype(np.int32))
-                self.slot_next.extend(next_)
+                self.slot_cluster.extend(clusters[:, 0].astype(np.int32))
+                self.entry_slot.extend((first + entry_item).astype(np.int32))
+                self.entry_cluster.extend(entry_cluster.astype(np.int32))
+                self.entry_next.extend(next_)
                 self.slot_alive.extend(np.ones(n, dtype=bool))
                 if before_change is not None:
                     before_change()
@@ -226,6 +277,7 @@ class Catalog:
             stored_ids = [ids[i] for i in order]
             self.ids.extend(stored_ids)  # before publishing: a query maps every slot it returns to its id
             self.slot_of.update(zip(stored_ids, range(first, first + n)))
+            self._memberships = max(self._memberships, int((clusters >= 0).sum(axis=1).max(initial=1)))
             self._publish(head)
         slots = np.empty(n, dtype=np.int64)
         slots[order] = np.arange(first, first + n)  # slot of the i-th given item
@@ -268,9 +320,9 @@ class Catalog:
         return kernels.leaf_topk(
             X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.cluster_head, st.slot_next, st.w_ptr, st.w_idx, st.w_val, st.slot_bias,
-            st.slot_alive, self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post, int(k),
-            self._scratch(),
+            self.base_slot_ptr, st.cluster_head, st.entry_slot, st.entry_next, st.w_ptr, st.w_idx, st.w_val,
+            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post,
+            self.path_exponent, int(k), int(k) * st.memberships, self._scratch(),
         )
 
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1):
@@ -287,9 +339,10 @@ class Catalog:
         return kernels.search_topk(
             X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), min(int(beam_size), self.n_clusters),
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.cluster_head, st.slot_next, st.w_ptr, st.w_idx, st.w_val, st.slot_bias,
-            st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size), SUBSETS[subset], self.post,
-            int(k), threads if threads > 0 else numba.get_num_threads(), self._scratch(),
+            self.base_slot_ptr, st.cluster_head, st.entry_slot, st.entry_next, st.w_ptr, st.w_idx, st.w_val,
+            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size),
+            SUBSETS[subset], self.post, self.path_exponent, int(k), int(k) * st.memberships,
+            threads if threads > 0 else numba.get_num_threads(), self._scratch(),
         )
 
     @staticmethod
@@ -329,7 +382,8 @@ class Catalog:
             "chunk_row_ptr": self.chunk_row_ptr, "chunk_slot": self.chunk_slot, "chunk_val": self.chunk_val,
             "base_slot_ptr": self.base_slot_ptr, "w_ptr": self.w_ptr.view, "w_idx": self.w_idx.view,
             "w_val": self.w_val.view, "slot_bias": self.slot_bias.view, "slot_alive": self.slot_alive.view,
-            "slot_cluster": self.slot_cluster.view, "slot_next": self.slot_next.view,
+            "slot_cluster": self.slot_cluster.view, "entry_slot": self.entry_slot.view,
+            "entry_cluster": self.entry_cluster.view, "entry_next": self.entry_next.view,
             "cluster_head": self.cluster_head,
         }
 
@@ -341,7 +395,7 @@ class Catalog:
             (folder / "catalog_ids.txt").write_text("".join(f"{i}\n" for i in self.ids), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: str | Path, n_features: int, post_processor: str) -> Catalog:
+    def load(cls, folder: str | Path, n_features: int, post_processor: str, path_exponent: float = 1.0) -> Catalog:
         """Read what `save` wrote, checking the layout: the search kernel trusts every pointer in it."""
         path = Path(folder) / "catalog.npz"
         try:
@@ -349,6 +403,8 @@ class Catalog:
                 arrays = {key: z[key] for key in z.files}
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise CatalogError(f"{path}: unreadable ({e})") from None
+        if "slot_next" in arrays and "entry_slot" not in arrays:
+            arrays = _entries_from_slot_lists(arrays)
         missing = sorted(set(_LAYOUT) - set(arrays))
         if missing:
             raise CatalogError(f"{path}: missing arrays {missing}")
@@ -362,7 +418,27 @@ class Catalog:
             raise CatalogError(f"{ids_path}: not UTF-8 at byte {e.start}") from None
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
-        return cls(arrays, ids, n_features, post_processor)
+        return cls(arrays, ids, n_features, post_processor, path_exponent)
+
+
+def _entries_from_slot_lists(a: dict) -> dict:
+    """A catalogue saved before items could join several clusters linked inserted slots through slot_next: give
+    each inserted slot its one entry (entry e = slot n_base + e), keeping the lists as they were. Pointers are
+    only rebased here; `_layout_problem` checks them afterwards."""
+    a = dict(a)
+    n_base = int(a["base_slot_ptr"][-1]) if len(a["base_slot_ptr"]) else 0
+    nxt, head = a.pop("slot_next").astype(np.int64), a["cluster_head"].astype(np.int64)
+    a["entry_slot"] = np.arange(n_base, len(nxt), dtype=np.int32)
+    a["entry_cluster"] = a["slot_cluster"][n_base:].astype(np.int32)
+    a["entry_next"] = np.where(nxt[n_base:] >= 0, nxt[n_base:] - n_base, -1).astype(np.int32)
+    a["cluster_head"] = np.where(head >= 0, head - n_base, -1).astype(np.int32)
+    return a
+
+
+def _repeats_in_rows(clusters: np.ndarray) -> bool:
+    """Whether any row of (n, m) cluster ids holds a cluster twice (-1 padding aside)."""
+    s = np.sort(clusters, axis=1)
+    return bool(((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any())
 
 
 def feature_major(W: smat.csc_matrix, slot_group: np.ndarray, group_slot_ptr: np.ndarray) -> dict:
@@ -394,24 +470,25 @@ _LAYOUT = {
     "chunk_feat_ptr": np.int64, "chunk_feats": np.int32, "chunk_row_ptr": np.int64, "chunk_slot": np.int32,
     "chunk_val": np.float32, "base_slot_ptr": np.int64, "w_ptr": np.int64, "w_idx": np.int32,
     "w_val": np.float32, "slot_bias": np.float32, "slot_alive": np.bool_, "slot_cluster": np.int32,
-    "slot_next": np.int32, "cluster_head": np.int32,
+    "entry_slot": np.int32, "entry_cluster": np.int32, "entry_next": np.int32, "cluster_head": np.int32,
 }
 
 
 def _layout_problem(a: dict, n_features: int) -> str | None:
     """What is wrong with a catalogue's arrays, or None. Checks what the kernels rely on: every pointer stays
-    inside its array, and each cluster's list of inserted slots strictly decreases (so it ends). In order: each
-    check may assume the ones before it passed."""
+    inside its array, and each cluster's list of entries strictly decreases (so it ends). In order: each check
+    may assume the ones before it passed."""
     n = len(a["slot_alive"])
-    base_ptr, nxt, head = a["base_slot_ptr"], a["slot_next"], a["cluster_head"]
+    base_ptr, nxt, head, entry = a["base_slot_ptr"], a["entry_next"], a["cluster_head"], a["entry_slot"]
     n_clusters, n_base = len(base_ptr) - 1, int(base_ptr[-1]) if len(base_ptr) else -1
-    later = np.arange(n_base, n)  # an inserted slot links only to an older inserted slot, or ends (-1)
+    n_entries = len(entry)
+    older = np.arange(n_entries)  # an entry links only to an older entry, or ends (-1)
     checks = [
         (lambda: all(a[k].dtype == t and a[k].ndim == 1 for k, t in _LAYOUT.items()), "dtypes"),
         (lambda: n_clusters >= 1 and len(head) == n_clusters and len(a["chunk_feat_ptr"]) == n_clusters + 1,
          "cluster counts"),
-        (lambda: all(len(a[k]) == n for k in ("slot_bias", "slot_cluster", "slot_next")) and len(a["w_ptr"]) == n + 1,
-         "slot counts"),
+        (lambda: all(len(a[k]) == n for k in ("slot_bias", "slot_cluster")) and len(a["w_ptr"]) == n + 1
+         and len(nxt) == n_entries and len(a["entry_cluster"]) == n_entries, "slot counts"),
         (lambda: _pointers(base_ptr, n_base) and n_base <= n, "base_slot_ptr"),
         (lambda: _pointers(a["w_ptr"], len(a["w_idx"])) and len(a["w_idx"]) == len(a["w_val"]), "w_ptr"),
         (lambda: _pointers(a["chunk_feat_ptr"], len(a["chunk_feats"])), "chunk_feat_ptr"),
@@ -420,9 +497,10 @@ def _layout_problem(a: dict, n_features: int) -> str | None:
         (lambda: _in_range(a["w_idx"], n_features) and _in_range(a["chunk_feats"], n_features), "feature indices"),
         (lambda: _in_range(a["chunk_slot"], max(int(np.diff(base_ptr).max(initial=0)), 1)), "chunk_slot"),
         (lambda: _in_range(a["slot_cluster"], n_clusters), "slot_cluster"),
-        (lambda: (nxt[:n_base] == -1).all() and ((nxt[n_base:] == -1) | ((nxt[n_base:] >= n_base)
-                                                                      & (nxt[n_base:] < later))).all(), "slot_next"),
-        (lambda: ((head == -1) | ((head >= n_base) & (head < n))).all(), "cluster_head"),
+        (lambda: ((entry >= n_base) & (entry < n)).all(), "entry_slot"),
+        (lambda: ((nxt == -1) | ((nxt >= 0) & (nxt < older))).all(), "entry_next"),
+        (lambda: _in_range(a["entry_cluster"], n_clusters), "entry_cluster"),
+        (lambda: ((head == -1) | ((head >= 0) & (head < n_entries))).all(), "cluster_head"),
         (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"]), "non-finite weights"),
     ]
     return next((what for ok, what in checks if not ok()), None)

@@ -15,6 +15,8 @@ from numba import njit, prange
 # answers "not in the query" first. A false positive only costs the lookup, which then reads a zero.
 SEEN_MASK = 4095
 
+NO_MAP = np.zeros(0, dtype=np.int32)  # a group without a dense feature -> row map (see `_group_scores`)
+
 # Post-processors, as in PECOS: a transform of the raw score, multiplied along the tree path.
 POST_PROCESSORS = {"l1-hinge": 1, "l2-hinge": 2, "l3-hinge": 3, "l4-hinge": 4, "sigmoid": 0}
 
@@ -107,11 +109,21 @@ def _heap_drain(h_score, h_slot, size, out_score, out_slot):
 
 # ---------------------------------------------------------------- leaf scoring
 @njit(cache=True, inline="always")
-def _group_scores(q_idx, q_val, lo, hi, s0, s1, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, slot_bias, acc):
+def _group_scores(q_idx, q_val, lo, hi, row_of, s0, s1, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
+                  slot_bias, acc):
     """acc[s - s0] = bias_s + w_s . x for the slots s0..s1 of one group (a leaf cluster, or the children of one
-    tree node), stored feature-major as chunk rows lo..hi: one binary search per query feature."""
+    tree node), stored feature-major as chunk rows lo..hi. A group with a dense feature -> row map (row_of, -1
+    where absent; empty for most groups) costs one read per query feature, the others one binary search."""
     for s in range(s0, s1):
         acc[s - s0] = slot_bias[s]
+    if row_of.shape[0] > 0:
+        for a in range(q_idx.shape[0]):
+            r = row_of[q_idx[a]]
+            if r >= 0:
+                v = q_val[a]
+                for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
+                    acc[chunk_slot[p]] += v * chunk_val[p]
+        return
     for a in range(q_idx.shape[0]):
         f = q_idx[a]
         # the chunk's features are sorted and so are the query's: search only to the right of the last hit
@@ -127,18 +139,60 @@ def _group_scores(q_idx, q_val, lo, hi, s0, s1, chunk_feats, chunk_row_ptr, chun
             break
 
 
+@njit(cache=True, inline="always")
+def _drain(h_score, h_slot, size, n_base, tmp_score, tmp_slot, table, out_score, out_slot):
+    """Write the heap best-first into out_* (length k, padded with slot -1). When the heap holds more than k
+    entries (items inserted into several clusters: an inserted slot can be in it once per cluster), only each
+    slot's first, best, occurrence is kept: a small open-addressing set (table, all -1, left all -1) spots the
+    repeats. Observed slots are in one cluster each and never repeat."""
+    k = out_slot.shape[0]
+    if h_score.shape[0] == k:
+        _heap_drain(h_score, h_slot, size, out_score, out_slot)
+        return
+    _heap_drain(h_score, h_slot, size, tmp_score, tmp_slot)
+    mask = table.shape[0] - 1
+    n_out = 0
+    for a in range(size):
+        s = tmp_slot[a]
+        if s >= n_base:
+            h = (s * 2654435761) & mask
+            while table[h] != -1 and table[h] != s:
+                h = (h + 1) & mask
+            if table[h] == s:
+                continue
+            table[h] = s
+        out_score[n_out] = tmp_score[a]
+        out_slot[n_out] = s
+        n_out += 1
+        if n_out == k:
+            break
+    for a in range(n_out, k):
+        out_score[a] = 0.0
+        out_slot[a] = -1
+    for a in range(n_out):  # empty the set again: find each inserted slot written and clear its cell
+        s = out_slot[a]
+        if s >= n_base:
+            h = (s * 2654435761) & mask
+            while table[h] != s:
+                h = (h + 1) & mask
+            table[h] = -1
+
+
 @njit(cache=True, nogil=True)
 def _score_query(
     q_idx, q_val,  # one query, sorted feature indices
-    beam_clusters, beam_scores,  # its top-b leaf clusters from the upper layers
+    beam_clusters, beam_scores,  # its top-b leaf clusters from the upper layers, path scores ** path_exponent
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,  # observed items, feature-major per cluster
     base_slot_ptr,  # observed slots of cluster c: base_slot_ptr[c] .. base_slot_ptr[c+1]
-    cluster_head, slot_next,  # inserted items of cluster c: linked list through slot_next
+    cluster_head, entry_slot, entry_next,  # inserted items of cluster c: entries linked from cluster_head[c]
     w_ptr, w_idx, w_val,  # item-major weights of every slot (used for inserted items)
-    slot_bias, slot_alive, n_base, subset, post, k,
-    acc, dense_q, seen_q, h_score, h_slot, out_score, out_slot,
+    slot_bias, slot_alive, n_base, subset, post,
+    acc, dense_q, seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score, out_slot,
 ):
+    """The top-k (k = len(out_slot)) items of one query's beam clusters into out_*. The heap h_* holds k entries,
+    or k * m when items are inserted into up to m clusters (then `_drain` drops the repeats)."""
     size = 0
+    cap = h_score.shape[0]
     nq = q_idx.shape[0]
     for a in range(nq):
         dense_q[q_idx[a]] = q_val[a]
@@ -149,43 +203,65 @@ def _score_query(
         if subset != 2:  # observed items: feature-major chunk of the cluster
             s0 = base_slot_ptr[c]
             s1 = base_slot_ptr[c + 1]
-            _group_scores(q_idx, q_val, chunk_feat_ptr[c], chunk_feat_ptr[c + 1], s0, s1, chunk_feats,
+            _group_scores(q_idx, q_val, chunk_feat_ptr[c], chunk_feat_ptr[c + 1], NO_MAP, s0, s1, chunk_feats,
                           chunk_row_ptr, chunk_slot, chunk_val, slot_bias, acc)
-            floor = _raw_floor(h_score, size, k, parent, post)
+            floor = _raw_floor(h_score, size, cap, parent, post)
             for s in range(s0, s1):
                 v = acc[s - s0]
                 if slot_alive[s] and v >= floor:
-                    size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
-                    floor = _raw_floor(h_score, size, k, parent, post)
+                    size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
+                    floor = _raw_floor(h_score, size, cap, parent, post)
         if subset != 1:  # inserted items: gather against the dense query, through the small filter seen_q
-            floor = _raw_floor(h_score, size, k, parent, post)
-            s = cluster_head[c]
-            while s >= 0:
+            floor = _raw_floor(h_score, size, cap, parent, post)
+            e = cluster_head[c]
+            while e >= 0:
+                s = entry_slot[e]
                 if slot_alive[s]:
                     v = slot_bias[s]
                     for p in range(w_ptr[s], w_ptr[s + 1]):
                         if seen_q[w_idx[p] & SEEN_MASK]:
                             v += w_val[p] * dense_q[w_idx[p]]
                     if v >= floor:
-                        size = _heap_push(h_score, h_slot, size, k, transform(v, post) * parent, s)
-                        floor = _raw_floor(h_score, size, k, parent, post)
-                s = slot_next[s]
+                        size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
+                        floor = _raw_floor(h_score, size, cap, parent, post)
+                e = entry_next[e]
     for a in range(nq):
         dense_q[q_idx[a]] = 0.0
         seen_q[q_idx[a] & SEEN_MASK] = False
-    _heap_drain(h_score, h_slot, size, out_score, out_slot)
+    _drain(h_score, h_slot, size, n_base, tmp_score, tmp_slot, table, out_score, out_slot)
+
+
+@njit(cache=True, inline="always")
+def _leaf_scratch(k, heap, max_group_size):
+    """One thread's buffers for `_score_query`: group scores, heap, drain buffers and the repeat set (a power of
+    two above twice the heap)."""
+    size = 1
+    while size < 2 * heap:
+        size *= 2
+    return (np.zeros(max_group_size, dtype=np.float32), np.empty(heap, dtype=np.float32),
+            np.empty(heap, dtype=np.int64), np.empty(heap, dtype=np.float32), np.empty(heap, dtype=np.int64),
+            np.full(size, -1, dtype=np.int64), np.zeros(SEEN_MASK + 1, dtype=np.bool_))
+
+
+@njit(cache=True, inline="always")
+def _exponentiate(scores, n, exponent):
+    """scores[:n] ** exponent: how much the cluster's path score counts in an item's score (1: as in PECOS)."""
+    if exponent != 1.0:
+        for a in range(n):
+            scores[a] = scores[a] ** exponent
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def leaf_topk(
     x_ptr, x_idx, x_val, b_ptr, b_idx, b_val,
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-    cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
-    n_base, max_cluster_size, subset, post, k, dense_q,
+    cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    n_base, max_cluster_size, subset, post, path_exponent, k, heap, dense_q,
 ):
     """Top-k slots and scores for each query row of X, given each row's beam clusters (CSR b_*).
 
-    subset: 0 every item, 1 observed (trained) items only, 2 inserted items only.
+    subset: 0 every item, 1 observed (trained) items only, 2 inserted items only. heap: k, or k * m for items
+    inserted into up to m clusters.
     dense_q: (threads, n_features) zeroed scratch owned by the caller, one row per thread, left zeroed: allocating
     and zeroing it per call would cost more than scoring one query at small beams.
     Returns (slots, scores), both (n, k); missing entries have slot -1.
@@ -194,18 +270,23 @@ def leaf_topk(
     out_slot = np.full((n, k), -1, dtype=np.int64)
     out_score = np.zeros((n, k), dtype=np.float32)
     n_chunks = min(n, dense_q.shape[0])
+    widest = 1
+    for i in range(n):
+        widest = max(widest, b_ptr[i + 1] - b_ptr[i])
     for t in prange(n_chunks):
-        acc = np.zeros(max_cluster_size, dtype=np.float32)
-        h_score = np.empty(k, dtype=np.float32)
-        h_slot = np.empty(k, dtype=np.int64)
-        seen_q = np.zeros(SEEN_MASK + 1, dtype=np.bool_)
+        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q = _leaf_scratch(k, heap, max_cluster_size)
+        b_score = np.empty(widest, dtype=np.float32)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            nb = b_ptr[i + 1] - b_ptr[i]
+            b_score[:nb] = b_val[b_ptr[i] : b_ptr[i + 1]]
+            _exponentiate(b_score, nb, path_exponent)
             _score_query(
                 x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]],
-                b_idx[b_ptr[i] : b_ptr[i + 1]], b_val[b_ptr[i] : b_ptr[i + 1]],
+                b_idx[b_ptr[i] : b_ptr[i + 1]], b_score[:nb],
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-                cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
-                acc, dense_q[t], seen_q, h_score, h_slot, out_score[i], out_slot[i],
+                cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
+                post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score[i],
+                out_slot[i],
             )
     return out_slot, out_score
 
@@ -217,7 +298,8 @@ def leaf_topk(
 # its layer (PECOS's), node_slot back (indexed by layer_slot_ptr[d] + node).
 @njit(cache=True, inline="always")
 def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
-                 u_bias, slot_node, node_slot, post, beam, acc, h_score, h_node, cur_score, cur_node):
+                 u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, acc, h_score, h_node,
+                 cur_score, cur_node):
     """The query's top-`beam` leaf clusters, best first: into cur_node[:n] and cur_score[:n]; returns n.
     Each layer keeps the `beam` best nodes by transform(w . [x, bias]) * parent's score, as PECOS does, and
     breaks exact ties by the smaller node number, as PECOS does."""
@@ -234,8 +316,9 @@ def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_fea
             g = 0 if d == 0 else 1 + node_slot[layer_slot_ptr[d - 1] + cur_node[b]]
             s0 = group_slot_ptr[g]
             s1 = group_slot_ptr[g + 1]
-            _group_scores(q_idx, q_val, u_feat_ptr[g], u_feat_ptr[g + 1], s0, s1, u_feats, u_row_ptr, u_slot,
-                          u_val, u_bias, acc)
+            row_of = dense_rows[dense_of_group[g]] if dense_of_group[g] >= 0 else NO_MAP
+            _group_scores(q_idx, q_val, u_feat_ptr[g], u_feat_ptr[g + 1], row_of, s0, s1, u_feats, u_row_ptr,
+                          u_slot, u_val, u_bias, acc)
             parent = cur_score[b]
             floor = _raw_floor(h_score, size, beam, parent, post)
             for s in range(s0, s1):
@@ -250,7 +333,7 @@ def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_fea
 
 @njit(cache=True, nogil=True, parallel=True)
 def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
-                u_bias, slot_node, node_slot, post, beam, max_group_size, n_threads):
+                u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, max_group_size, n_threads):
     """Top-`beam` leaf clusters and their path scores for each query row: (clusters, scores), both (n, beam),
     best first; missing entries have cluster -1."""
     n = x_ptr.shape[0] - 1
@@ -264,7 +347,7 @@ def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr,
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             _beam_search(x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], layer_slot_ptr,
                          group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
-                         post, beam, acc, h_score, h_node, out_score[i], out_cluster[i])
+                         dense_of_group, dense_rows, post, beam, acc, h_score, h_node, out_score[i], out_cluster[i])
     return out_cluster, out_score
 
 
@@ -272,9 +355,10 @@ def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr,
 def search_topk(
     x_ptr, x_idx, x_val,
     layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
-    u_post, beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-    cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
-    n_base, max_group_size, subset, post, k, n_threads, dense_q,
+    dense_of_group, dense_rows, u_post, beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
+    base_slot_ptr,
+    cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    n_base, max_group_size, subset, post, path_exponent, k, heap, n_threads, dense_q,
 ):
     """The whole search in one call: beam search down the upper layers, then leaf scoring (`leaf_topk`) of the
     items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1."""
@@ -283,25 +367,26 @@ def search_topk(
     out_score = np.zeros((n, k), dtype=np.float32)
     n_chunks = min(n, n_threads, dense_q.shape[0])
     for t in prange(n_chunks):
-        acc = np.zeros(max_group_size, dtype=np.float32)
+        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q = _leaf_scratch(k, heap, max_group_size)
         b_score = np.empty(beam, dtype=np.float32)
         b_cluster = np.empty(beam, dtype=np.int64)
         hb_score = np.empty(beam, dtype=np.float32)
         hb_node = np.empty(beam, dtype=np.int64)
-        h_score = np.empty(k, dtype=np.float32)
-        h_slot = np.empty(k, dtype=np.int64)
-        seen_q = np.zeros(SEEN_MASK + 1, dtype=np.bool_)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             q_idx = x_idx[x_ptr[i] : x_ptr[i + 1]]
             q_val = x_val[x_ptr[i] : x_ptr[i + 1]]
+            if q_idx.shape[0] == 0:  # no known term: no evidence for any item (left padded: slot -1)
+                continue
             nb = _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot,
-                              u_val, u_bias, slot_node, node_slot, u_post, beam, acc, hb_score, hb_node, b_score,
-                              b_cluster)
+                              u_val, u_bias, slot_node, node_slot, dense_of_group, dense_rows, u_post, beam, acc,
+                              hb_score, hb_node, b_score, b_cluster)
+            _exponentiate(b_score, nb, path_exponent)
             _score_query(
                 q_idx, q_val, b_cluster[:nb], b_score[:nb],
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-                cluster_head, slot_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset, post, k,
-                acc, dense_q[t], seen_q, h_score, h_slot, out_score[i], out_slot[i],
+                cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
+                post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score[i],
+                out_slot[i],
             )
     return out_slot, out_score
 
@@ -376,30 +461,40 @@ def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_va
 
 
 @njit(cache=True, nogil=True)
-def cluster_vote(nbr_items, nbr_sims, item_cluster, fallback):
-    """Leaf cluster per row: the cluster with the largest similarity-weighted vote of its neighbours.
-
-    Ties go to the cluster of the nearer neighbour; rows with no neighbour take fallback[i].
-    """
+def cluster_vote(nbr_items, nbr_sims, item_cluster, fallback, m):
+    """(n, m) leaf clusters per row: the distinct clusters of its neighbours by similarity-weighted vote, best
+    first, -1 padded. Ties go to the cluster of the nearer neighbour; rows with no neighbour take fallback[i]."""
     n, k = nbr_items.shape
-    out = np.empty(n, dtype=np.int64)
+    out = np.full((n, m), -1, dtype=np.int64)
+    cl = np.empty(k, dtype=np.int64)
+    vote = np.empty(k, dtype=np.float64)
     for i in range(n):
-        best = -1
-        best_vote = -1.0
-        for a in range(k):
+        n_cl = 0
+        for a in range(k):  # distinct clusters in order of their nearest neighbour, with their votes
             j = nbr_items[i, a]
             if j < 0:
                 continue
             c = item_cluster[j]
-            vote = 0.0
-            for b in range(k):
-                jb = nbr_items[i, b]
-                if jb >= 0 and item_cluster[jb] == c:
-                    vote += max(nbr_sims[i, b], 0.0)
-            if vote > best_vote:  # strict: earlier (nearer) neighbour wins ties
-                best_vote = vote
-                best = c
-        out[i] = best if best >= 0 else fallback[i]
+            seen = False
+            for b in range(n_cl):
+                if cl[b] == c:
+                    vote[b] += max(nbr_sims[i, a], 0.0)
+                    seen = True
+                    break
+            if not seen:
+                cl[n_cl] = c
+                vote[n_cl] = max(nbr_sims[i, a], 0.0)
+                n_cl += 1
+        if n_cl == 0:
+            out[i, 0] = fallback[i]
+            continue
+        for r in range(min(m, n_cl)):  # selection: the largest remaining vote, earlier (nearer) on ties
+            best = -1
+            for b in range(n_cl):
+                if vote[b] >= 0 and (best < 0 or vote[b] > vote[best]):
+                    best = b
+            out[i, r] = cl[best]
+            vote[best] = -1.0
     return out
 
 

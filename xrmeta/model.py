@@ -38,13 +38,16 @@ from .coldstart.assign import assign_centroid_left_out
 from .coldstart.generate import Calibration, Generator, fit_calibration, synthesize
 from .coldstart.learned import GENERATOR_FILE, LearnedConfig, LearnedGenerator, train_generator
 from .coldstart.select import neighbours_excluding
+from .coldstart.training import HeldOut, fit_title_trust, hold_out
 from .featurize import Featurizer, FeaturizerConfig
+from .ground import TitleTrust
 from .tree import TreeConfig, UpperLayers, train_xlinear
 
 FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every file); 1 is still read, unverified
 ASSIGNERS = ("vote", "centroid", "route")
 AUTO = "auto"  # at training: the assigner that puts observed items, treated as new, where their queries' beams reach
 SELECTORS = ("pruned", "exact")
+MAX_CLUSTERS_PER_ITEM = 8  # the search keeps k * m candidates to drop an item's repeats: m stays small
 
 
 class ModelError(ValueError):
@@ -57,9 +60,11 @@ class ColdStartConfig:
     selector: str = "pruned"  # exact | pruned (impact-truncated posting lists + exact rescoring)
     max_postings: int = 16  # pruned: postings kept per feature
     n_candidates: int = 32  # pruned: candidates rescored exactly
-    # vote | centroid | route (the leaf the tree sends the title to, as if a query) | auto (chosen at training by
-    # `choose_assigner`; it may pick centroid, whose search costs about as much as the rest of an insertion)
-    assign: str = "vote"
+    # route (the leaf clusters the tree sends the title to, as if it were a query) | vote (the neighbours'
+    # clusters) | centroid | auto (chosen at training by `choose_assigner`; it may pick centroid, whose search
+    # costs about as much as the rest of an insertion)
+    assign: str = "route"
+    clusters_per_item: int = 3  # a new item joins its best m clusters: more queries reach it; it costs m times
     generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
@@ -75,6 +80,8 @@ class ColdStartConfig:
             raise ValueError(f"assign must be one of {ASSIGNERS + (AUTO,)}, got {self.assign!r}")
         if self.max_nnz < 1:
             raise ValueError("max_nnz must be >= 1")
+        if not 1 <= self.clusters_per_item <= MAX_CLUSTERS_PER_ITEM:
+            raise ValueError(f"clusters_per_item must be in [1, {MAX_CLUSTERS_PER_ITEM}], got {self.clusters_per_item}")
         if self.generator != LearnedGenerator.name:
             make_generator(self.generator)  # raises on an unknown name
 
@@ -94,7 +101,7 @@ def _log(msg: str, verbose: bool) -> None:
 class XRMetaModel:
     def __init__(self, workdir: Path, featurizer: Featurizer, upper: UpperLayers, catalog: Catalog,
                  selector: Selector, label_slot: np.ndarray, configs: _Configs, calibration: Calibration,
-                 info: dict, tmp: tempfile.TemporaryDirectory | None = None):
+                 info: dict, tmp: tempfile.TemporaryDirectory | None = None, title_trust: TitleTrust | None = None):
         self.workdir = Path(workdir)  # where the PECOS parts live (a model directory, or a temp dir after train)
         self.featurizer = featurizer
         self.upper = upper
@@ -103,6 +110,7 @@ class XRMetaModel:
         self.label_slot = label_slot  # PECOS label j of the trained model -> catalog slot
         self.configs = configs
         self.calibration = calibration
+        self.title_trust = title_trust or TitleTrust.pecos(configs.tree.post_processor)
         self.info = info
         self._tmp = tmp
         self._centroids = None
@@ -115,7 +123,8 @@ class XRMetaModel:
     def train(cls, query_texts: list[str], Y: smat.spmatrix, item_texts: list[str], item_ids: list[str],
               featurizer_config: FeaturizerConfig | None = None, tree_config: TreeConfig | None = None,
               coldstart_config: ColdStartConfig | None = None, threads: int = -1, verbose: bool = True,
-              info: dict | None = None, generator_config: LearnedConfig | None = None) -> XRMetaModel:
+              info: dict | None = None, generator_config: LearnedConfig | None = None,
+              title_trust: TitleTrust | None = None) -> XRMetaModel:
         """Train on queries x items (Y: binary relevance, n_queries x n_items). Every item given here is an
         observed item of the tree; items that arrive later go through `add_items`. With the coldstart generator
         "learned", the generator is trained last (`fit_generator`, with generator_config)."""
@@ -154,20 +163,30 @@ class XRMetaModel:
         label_slot = np.array([catalog.slot_of[i] for i in item_ids], dtype=np.int64)
         slot_label = np.argsort(label_slot)
         selector = make_selector(Z[slot_label], configs.coldstart)
-        calibration = _calibrate(X, Y, catalog, selector, label_slot, configs.tree.seed)
         step("catalog + selector")
+        held, trust = None, title_trust or TitleTrust.pecos(configs.tree.post_processor)
+        if title_trust is None and configs.tree.observed_titles:
+            held, trust = _fit_title_trust(X, Y, catalog, upper, selector, slot_label, configs.tree,
+                                           generator_config or LearnedConfig(), threads, verbose)
+            step("title trust (held-out clicks)")
+        if not trust.is_pecos:  # the served leaf layer: each observed item's classifier carries its title
+            W = trust.apply(leaf.W, Z, np.diff(smat.csc_matrix(Y).indptr), configs.tree.threshold)
+            catalog = Catalog.from_leaf_layer(W, leaf.C, leaf.bias, list(item_ids), trust.post_processor,
+                                              trust.path_exponent)
+        calibration = _calibrate(X, Y, catalog, selector, label_slot, configs.tree.seed)
         info = dict(info or {}, n_train_queries=int(Y.shape[0]), n_observed_items=int(Y.shape[1]),
                     n_features=featurizer.n_features, n_clusters=catalog.n_clusters, train_seconds=timings)
         learned = configs.coldstart.generator == LearnedGenerator.name
         if learned:
             configs.coldstart.generator = "mean"  # until fit_generator installs the learned one
-        model = cls(workdir, featurizer, upper, catalog, selector, label_slot, configs, calibration, info, tmp)
+        model = cls(workdir, featurizer, upper, catalog, selector, label_slot, configs, calibration, info, tmp,
+                    trust)
         if configs.coldstart.assign == AUTO:
             model.choose_assigner(X, Y)
             step(f"assigner: {configs.coldstart.assign}")
         if learned:
             model.fit_generator(X, Y, generator_config, threads=threads if threads > 0 else numba.get_num_threads(),
-                                verbose=verbose)
+                                verbose=verbose, held=held)
             step("learned generator")
         return model
 
@@ -209,17 +228,19 @@ class XRMetaModel:
         return weights, biases, clusters
 
     def assign(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray) -> np.ndarray:
-        """Leaf cluster of each new item (rows of S, with its selected neighbours)."""
-        how = self.configs.coldstart.assign  # AUTO is resolved by training; left unresolved it means "vote"
+        """Leaf clusters of each new item (rows of S, with its selected neighbours): (n, m), best first, -1 where
+        an item has fewer than m (m = clusters_per_item)."""
+        cs = self.configs.coldstart
+        how, m = cs.assign, cs.clusters_per_item  # AUTO is resolved by training; left unresolved it means "vote"
         if how == "route":
-            return self.upper.beams(S, beam_size=1).indices.astype(np.int64)
+            return route_clusters(self.upper.beams(S, beam_size=m), m)
         if how == "centroid":
-            return assign_centroid(S, self.centroids)
+            return assign_centroid(S, self.centroids, m)
         fallback = np.zeros(len(nbrs), dtype=np.int64)  # items with no neighbour at all go to the nearest centroid
         no_nbr = nbrs[:, 0] < 0
         if no_nbr.any():
-            fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)
-        return assign_vote(nbrs, sims, self.catalog.slot_cluster.view, fallback)
+            fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)[:, 0]
+        return assign_vote(nbrs, sims, self.catalog.slot_cluster.view, fallback, m)
 
     def choose_assigner(self, X: smat.spmatrix, Y: smat.spmatrix, max_items: int = 2000) -> dict[str, float]:
         """Pick the assigner under which new items land where their queries look. Up to max_items observed items
@@ -242,9 +263,9 @@ class XRMetaModel:
         left_out = assign_centroid_left_out(self.selector.Z, cluster, cat.n_clusters, items)
         fallback = np.where(nbrs[:, 0] < 0, left_out, 0)
         choices = {
-            "vote": assign_vote(nbrs, sims, cluster, fallback),
+            "vote": assign_vote(nbrs, sims, cluster, fallback)[:, 0],
             "centroid": left_out,
-            "route": self.upper.beams(S, beam_size=1).indices.astype(np.int64),
+            "route": route_clusters(self.upper.beams(S, beam_size=1), 1)[:, 0],
         }
         pairs = Ys[:, items].tocoo()  # (query, position in items)
         queries, at = np.unique(pairs.row, return_inverse=True)
@@ -280,11 +301,11 @@ class XRMetaModel:
         self.generator = generator
 
     def fit_generator(self, X: smat.csr_matrix, Y: smat.spmatrix, config: LearnedConfig | None = None,
-                      threads: int = 1, verbose: bool = True) -> LearnedGenerator:
+                      threads: int = 1, verbose: bool = True, held: HeldOut | None = None) -> LearnedGenerator:
         """Train the learned generator on the training queries' TF-IDF rows X and their relevance Y (queries x
         trained items, in training order) and make it the model's generator. The tree and classifiers stay
         frozen. Queries may run meanwhile; inserts must wait until it returns."""
-        self.generator = train_generator(self, X, Y, config, threads, verbose)
+        self.generator = train_generator(self, X, Y, config, threads, verbose, held)
         self.configs.coldstart.generator = LearnedGenerator.name
         self.info["generator"] = self.generator.info
         return self.generator
@@ -326,6 +347,16 @@ class XRMetaModel:
         found.ravel()[:] = [ids[s] if s >= 0 else None for s in slots.ravel().tolist()]
         return found, scores
 
+    def pecos_leaf(self) -> tuple[smat.csr_matrix, np.ndarray]:
+        """The observed items' leaf classifiers as PECOS trained them (item-major rows, in slot order) and their
+        biases: the served ones unless observed items carry their titles, else read from the PECOS model."""
+        n_base = self.catalog.n_base
+        if self.title_trust.is_pecos:
+            return self.catalog.weights(np.arange(n_base)), self.catalog.slot_bias.view[:n_base].copy()
+        leaf = XLinearModel.load(str(self.workdir / "xlinear")).model.model_chain[-1]
+        W = smat.csc_matrix(leaf.W, dtype=np.float32)[:, np.argsort(self.label_slot)]
+        return W[:-1].T.tocsr(), (W[-1].toarray().ravel() * leaf.bias).astype(np.float32)
+
     def pecos_model(self) -> XLinearModel:
         """The trained PECOS model (observed items only), predict-only: the peer for checks and benchmarks."""
         if self._pecos is None:
@@ -361,6 +392,7 @@ class XRMetaModel:
                 "tree": asdict(self.configs.tree),
                 "coldstart": asdict(self.configs.coldstart),
                 "calibration": asdict(self.calibration),
+                "title_trust": self.title_trust.to_dict(),
                 "info": dict(self.info, n_items=len(self.catalog),
                              n_inserted=self.catalog.n_slots - self.catalog.n_base),
             }
@@ -400,25 +432,38 @@ class XRMetaModel:
         if version != 1:
             persist.verify(folder, config.get("files"))
         try:
-            configs = _Configs(FeaturizerConfig(**config["featurizer"]), TreeConfig(**config["tree"]),
+            configs = _Configs(FeaturizerConfig.from_saved(config["featurizer"]), TreeConfig(**config["tree"]),
                                ColdStartConfig(**config["coldstart"]))
             calibration = Calibration(**config["calibration"])
+            trust = (TitleTrust.from_dict(config["title_trust"]) if "title_trust" in config
+                     else TitleTrust.pecos(configs.tree.post_processor))  # saved before items carried titles
         except (KeyError, TypeError) as e:
             raise ModelError(f"{folder / 'config.json'}: missing or unknown setting {e}") from None
         featurizer = Featurizer.load(folder / "featurizer")
-        catalog = Catalog.load(folder, featurizer.n_features, configs.tree.post_processor)
+        catalog = Catalog.load(folder, featurizer.n_features, trust.post_processor, trust.path_exponent)
         upper = UpperLayers.load(folder / "upper", catalog.n_clusters, configs.tree.post_processor)
         with np.load(folder / "selector.npz") as z:
             Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             label_slot = z["label_slot"]
         model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                    calibration, config["info"])
+                    calibration, config["info"], title_trust=trust)
         _open_log(model, folder, log)
         if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
             if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
                 model.log.close()
             raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
         return model
+
+
+def route_clusters(beams: smat.csr_matrix, m: int) -> np.ndarray:
+    """(n, m) leaf clusters of each row of a beam matrix (queries x clusters, path scores), best first, -1 padded."""
+    beams = smat.csr_matrix(beams)
+    out = np.full((beams.shape[0], m), -1, dtype=np.int64)
+    for i in range(beams.shape[0]):
+        a, b = beams.indptr[i], beams.indptr[i + 1]
+        order = np.lexsort((beams.indices[a:b], -beams.data[a:b]))[:m]
+        out[i, : len(order)] = beams.indices[a:b][order]
+    return out
 
 
 def make_selector(Z: smat.spmatrix, config: ColdStartConfig) -> Selector:
@@ -439,6 +484,23 @@ def _csr_topk(P: smat.csr_matrix, k: int, col_map: np.ndarray):
         slots[i, : len(order)] = cols[order]
         scores[i, : len(order)] = vals[order]
     return slots, scores
+
+
+def _fit_title_trust(X, Y, catalog: Catalog, upper: UpperLayers, selector: Selector, slot_label: np.ndarray,
+                     tree: TreeConfig, config: LearnedConfig, threads: int, verbose: bool):
+    """(held-out clicks, the title trust fitted on them) for a freshly trained, PECOS-served catalogue."""
+    rng = np.random.default_rng(config.seed)
+    Ys = smat.csr_matrix(Y, dtype=np.float32)[:, slot_label]
+    Ys.sort_indices()
+    n_base = catalog.n_base
+    slot_cluster = catalog.slot_cluster.view[:n_base]
+    held = hold_out(X, Ys, selector.Z, catalog.weights(np.arange(n_base)), catalog.slot_bias.view[:n_base],
+                    slot_cluster, catalog.base_slot_ptr, tree, config.max_items, config.proxy_frac,
+                    config.observed_query_frac, rng, threads if threads > 0 else numba.get_num_threads())
+    beams = upper.beams(X[held.queries], tree.beam_size).tocsr()
+    beams.sort_indices()
+    trust = fit_title_trust(X, Ys, selector.Z, held, beams, slot_cluster, catalog.n_clusters, rng, verbose=verbose)
+    return held, trust
 
 
 def _calibrate(X, Y, catalog: Catalog, selector: Selector, label_slot, seed, n_pairs=20000) -> Calibration:

@@ -11,7 +11,7 @@ import numba
 
 from . import persist
 from .data import load_dataset, make_zero_shot_split
-from .featurize import FeaturizerConfig
+from .featurize import NORMALIZATIONS, FeaturizerConfig
 from .kernels import POST_PROCESSORS
 from .model import ASSIGNERS, AUTO, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
@@ -44,10 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("features (TF-IDF: word 1-grams, word 2-grams, char 3-grams in word boundaries)")
     g.add_argument("--max-feature", type=int, default=0, help="max terms per n-gram block (0 = all)")
     g.add_argument("--min-df", type=int, default=1, help="min number of texts a term must appear in")
+    g.add_argument("--normalization", choices=NORMALIZATIONS, default="fold",
+                   help="text normalisation of every query and title: 'fold' = Unicode NFKC, case folding, "
+                   "punctuation and symbols to spaces, whitespace collapsed; 'none' = as given")
     g = p.add_argument_group("tree (XR-Linear)")
     g.add_argument("--label-embedding", choices=LABEL_EMBEDDINGS, default="pifa",
                    help="item embedding for clustering: PIFA, own title TF-IDF, or alpha*PIFA + (1-alpha)*title")
     g.add_argument("--mix-alpha", type=finite, default=0.5, help="PIFA weight for --label-embedding mix")
+    g.add_argument("--title-weight", type=finite, default=1.0,
+                   help="each item's title joins the training instances, labelled with its item, with this weight "
+                   "on its positive loss (0: clicks only)")
+    g.add_argument("--no-observed-titles", action="store_true",
+                   help="serve the leaf layer exactly as PECOS trained it (its top-k then equals PECOS's predict); "
+                   "by default each trained item's classifier mixes in its own title, trusted by how many clicks "
+                   "the item has (fitted on held-out clicks)")
     g.add_argument("--branching", type=int, default=16, help="children per tree node")
     g.add_argument("--max-leaf-size", type=int, default=100, help="max items per leaf cluster")
     g.add_argument("--threshold", type=finite, default=0.1, help="weight pruning epsilon: drop |w| below it")
@@ -61,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--max-postings largest weights, then --n-candidates rescored exactly; much faster insertion)")
     g.add_argument("--max-postings", type=int, default=16, help="pruned selector: postings kept per feature")
     g.add_argument("--n-candidates", type=int, default=32, help="pruned selector: candidates rescored exactly")
-    g.add_argument("--assign", choices=ASSIGNERS + (AUTO,), default="vote",
-                   help="leaf cluster of a new item: neighbours' vote, nearest centroid, where the tree routes its "
-                   "title, or auto: whichever of them puts observed items (treated as new) in their training "
-                   "queries' beams most often (on Home Depot that is centroid: zero-shot recall about doubles, "
-                   "insertion takes about twice as long; see BENCHMARKS.md)")
+    g.add_argument("--assign", choices=ASSIGNERS + (AUTO,), default="route",
+                   help="leaf clusters of a new item: where the tree routes its title (as if a query), its "
+                   "neighbours' vote, the nearest centroids, or auto: whichever of them puts observed items "
+                   "(treated as new) in their training queries' beams most often")
+    g.add_argument("--clusters-per-item", type=int, default=3,
+                   help="a new item joins its best this many leaf clusters: more queries' beams reach it, and "
+                   "scoring inserted items costs about this many times more")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
     g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")
@@ -96,12 +108,14 @@ def main(argv=None) -> int:
         model = XRMetaModel.train(
             [data.query_texts[i] for i in split.train_queries], split.Y_train,
             [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
-            FeaturizerConfig(max_feature=args.max_feature, min_df=args.min_df),
+            FeaturizerConfig(max_feature=args.max_feature, min_df=args.min_df, normalization=args.normalization),
             TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha, branching=args.branching,
                        max_leaf_size=args.max_leaf_size, threshold=args.threshold, beam_size=args.beam_size,
-                       post_processor=args.post_processor, seed=args.seed),
+                       post_processor=args.post_processor, seed=args.seed, title_weight=args.title_weight,
+                       observed_titles=not args.no_observed_titles),
             ColdStartConfig(k=args.k, selector=args.selector, max_postings=args.max_postings,
-                            n_candidates=args.n_candidates, assign=args.assign, generator=args.generator, max_nnz=args.max_nnz),
+                            n_candidates=args.n_candidates, assign=args.assign, generator=args.generator,
+                            max_nnz=args.max_nnz, clusters_per_item=args.clusters_per_item),
             threads=args.threads, verbose=not args.quiet, generator_config=generator_config,
             info={"dataset": args.dataset,
                   "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},

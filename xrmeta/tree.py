@@ -1,7 +1,10 @@
 """Stage 2: the XR-Linear tree and matcher (PECOS).
 
 Training: label embeddings (PIFA, the items' own title TF-IDF, or a convex mix) -> hierarchical spherical
-k-means -> one-vs-rest sparse linear classifiers per layer, pruned at |w| < threshold.
+k-means -> one-vs-rest sparse linear classifiers per layer, pruned at |w| < threshold. The training instances
+are the queries and, with `title_weight` > 0, every item's own title as one more instance labelled with that
+item (weight `title_weight` on its positive loss): a product clicked once or never then still has a classifier
+that knows its words, and PIFA, hence the clustering, sees every title.
 
 Serving splits the tree in two. The upper layers (`UpperLayers`, saved as a PECOS model) return, for each query,
 the top-b leaf clusters with their path scores, by the same beam search as PECOS but in our own kernel. The last
@@ -29,6 +32,10 @@ LABEL_EMBEDDINGS = ("pifa", "title", "mix")
 @dataclass
 class TreeConfig:
     label_embedding: str = "pifa"  # pifa | title | mix
+    title_weight: float = 1.0  # weight of each item's title as a training instance; 0: clicks only
+    # observed items' served classifiers mix in their titles, trusted by click count (`xrmeta.ground`); False:
+    # the leaf layer exactly as PECOS trained it (xrmeta's top-k then equals PECOS's predict)
+    observed_titles: bool = True
     mix_alpha: float = 0.5  # weight of PIFA in the mix (1 - alpha on the title TF-IDF)
     branching: int = 16  # children per internal node
     max_leaf_size: int = 100  # items per leaf cluster at most
@@ -50,6 +57,8 @@ class TreeConfig:
             raise ValueError(f"post_processor must be one of {sorted(POST_PROCESSORS)}, got {self.post_processor!r}")
         if self.threshold < 0:
             raise ValueError("threshold must be >= 0")
+        if not (self.title_weight >= 0 and np.isfinite(self.title_weight)):
+            raise ValueError(f"title_weight must be a finite number >= 0, got {self.title_weight}")
 
 
 def label_embeddings(X: smat.csr_matrix, Y: smat.csr_matrix, Z: smat.csr_matrix, config: TreeConfig):
@@ -66,12 +75,31 @@ def label_embeddings(X: smat.csr_matrix, Y: smat.csr_matrix, Z: smat.csr_matrix,
     return normalize(mix.astype(np.float32)).tocsr()
 
 
-def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearModel:
-    """Train XR-Linear on queries X (n x F), labels Y (n x L) and item title TF-IDF Z (L x F)."""
-    config.validate()
+def training_instances(X, Y, Z, title_weight: float):
+    """(instances, labels, relevance) for XR-Linear: the queries X (n x F) with their labels Y (n x L) and, with
+    title_weight > 0, the L item titles Z (L x F), each labelled with its own item. Relevance weights the
+    positives' loss (PECOS's cost-sensitive R): 1 for clicks, title_weight for titles; None when all are 1."""
     X = smat.csr_matrix(X, dtype=np.float32)
     Y = smat.csr_matrix(Y, dtype=np.float32)
-    emb = label_embeddings(X, Y, Z, config)
+    Y.data[:] = 1.0
+    if title_weight == 0:
+        return X, Y, None
+    n_items = Y.shape[1]
+    X = smat.vstack([X, smat.csr_matrix(Z, dtype=np.float32)], format="csr")
+    Y = smat.vstack([Y, smat.identity(n_items, dtype=np.float32, format="csr")], format="csr")
+    if title_weight == 1:
+        return X, Y, None
+    R = Y.copy()
+    R.data[R.indptr[-n_items - 1] :] = title_weight  # the title rows' positives
+    return X, Y, R
+
+
+def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearModel:
+    """Train XR-Linear on queries X (n x F), labels Y (n x L) and item title TF-IDF Z (L x F) (see
+    `training_instances` for how titles join the queries)."""
+    config.validate()
+    X, Y, R = training_instances(X, Y, Z, config.title_weight)
+    emb = label_embeddings(X, Y if R is None else R, Z, config)
     n_labels = Y.shape[1]
     if n_labels <= config.max_leaf_size:
         # too few labels for a tree: one root cluster above the leaves (PECOS needs >= 2 leaf clusters to
@@ -97,6 +125,7 @@ def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearMode
         beam_size=config.beam_size,
         post_processor=config.post_processor,
         only_topk=config.beam_size,
+        **({} if R is None else dict(R=R.tocsc(), rel_mode="induce", rel_norm="no-norm")),
     )
 
 
@@ -109,12 +138,14 @@ class UpperLayers:
     parameters, result matrices), which was most of an online query.
     """
 
-    def __init__(self, arrays: dict, n_clusters: int, post_processor: str):
+    def __init__(self, arrays: dict, n_clusters: int, post_processor: str, n_features: int = 0):
         self.arrays = arrays
         self.n_clusters = n_clusters
         self.post_processor = post_processor
         self.post = POST_PROCESSORS[post_processor]
         self.max_group_size = max(int(np.diff(arrays["group_slot_ptr"]).max(initial=0)), 1)
+        self.dense_of_group, self.dense_rows = dense_row_maps(arrays["chunk_feat_ptr"], arrays["chunk_feats"],
+                                                              n_features)
 
     @classmethod
     def from_chain(cls, chain: list, n_clusters: int, post_processor: str) -> UpperLayers:
@@ -159,7 +190,7 @@ class UpperLayers:
             "slot_node": slot_node,
             "node_slot": np.argsort(slot_node + np.repeat(layer_slot_ptr[:-1], np.diff(layer_slot_ptr))),
         }
-        return cls(arrays, n_clusters, post_processor)
+        return cls(arrays, n_clusters, post_processor, W.shape[0] if chain else 0)
 
     @staticmethod
     def save_from(xlinear: XLinearModel, folder: Path) -> None:
@@ -176,10 +207,12 @@ class UpperLayers:
             raise ValueError(f"{folder}: {e}") from None
 
     def kernel_args(self) -> tuple:
-        """The layout, in the kernels' argument order (layer_slot_ptr .. node_slot, then the post-processor)."""
+        """The layout, in the kernels' argument order (layer_slot_ptr .. node_slot, the dense row maps, then the
+        post-processor)."""
         a = self.arrays
         return (a["layer_slot_ptr"], a["group_slot_ptr"], a["chunk_feat_ptr"], a["chunk_feats"], a["chunk_row_ptr"],
-                a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.post)
+                a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.dense_of_group,
+                self.dense_rows, self.post)
 
     def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
         """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
@@ -195,3 +228,30 @@ class UpperLayers:
         B = smat.csr_matrix((scores[keep], clusters[keep], indptr), shape=(X.shape[0], self.n_clusters))
         B.sort_indices()
         return B
+
+
+
+# A group (the children of one node) whose chunk holds at least this share of all features gets a dense
+# feature -> row map: near the root a chunk holds most features, and a binary search over them per query
+# feature was a third of a beam search. The maps of all groups together take at most DENSE_MAP_BYTES.
+DENSE_MIN_SHARE = 1 / 16
+DENSE_MAP_BYTES = 32 << 20
+
+
+def dense_row_maps(chunk_feat_ptr: np.ndarray, chunk_feats: np.ndarray, n_features: int):
+    """(dense_of_group: group -> row of maps or -1, maps: (n_maps, n_features) int32 chunk row, -1 if absent)."""
+    n_groups = len(chunk_feat_ptr) - 1
+    dense_of_group = np.full(max(n_groups, 0), -1, dtype=np.int32)
+    maps = np.full((1, 1), -1, dtype=np.int32)
+    if n_features <= 0 or n_groups <= 0 or len(chunk_feats) >= 2**31:
+        return dense_of_group, maps
+    width = np.diff(chunk_feat_ptr)
+    budget = max(DENSE_MAP_BYTES // (4 * n_features), 1)
+    chosen = sorted(g for g in np.argsort(-width, kind="stable")[:budget] if width[g] >= DENSE_MIN_SHARE * n_features)
+    if chosen:
+        maps = np.full((len(chosen), n_features), -1, dtype=np.int32)
+    for i, g in enumerate(chosen):
+        dense_of_group[g] = i
+        lo, hi = chunk_feat_ptr[g], chunk_feat_ptr[g + 1]
+        maps[i, chunk_feats[lo:hi]] = np.arange(lo, hi, dtype=np.int32)
+    return dense_of_group, maps

@@ -9,9 +9,11 @@ from sklearn.preprocessing import normalize
 from .. import kernels
 
 
-def assign_vote(nbr_items: np.ndarray, nbr_sims: np.ndarray, item_cluster: np.ndarray, fallback: np.ndarray):
-    """Default: the cluster with the largest similarity-weighted vote of the item's neighbours."""
-    return kernels.cluster_vote(nbr_items, nbr_sims, item_cluster, np.asarray(fallback, dtype=np.int64))
+def assign_vote(nbr_items: np.ndarray, nbr_sims: np.ndarray, item_cluster: np.ndarray, fallback: np.ndarray,
+                m: int = 1) -> np.ndarray:
+    """(n, m): the clusters with the largest similarity-weighted votes of the item's neighbours, best first, -1
+    padded (fallback[i] when an item has no neighbour)."""
+    return kernels.cluster_vote(nbr_items, nbr_sims, item_cluster, np.asarray(fallback, dtype=np.int64), m)
 
 
 def leaf_centroids(Z: smat.spmatrix, item_cluster: np.ndarray, n_clusters: int) -> smat.csr_matrix:
@@ -21,12 +23,15 @@ def leaf_centroids(Z: smat.spmatrix, item_cluster: np.ndarray, n_clusters: int) 
     return normalize(C @ Z).tocsr()
 
 
-def assign_centroid(Q: smat.csr_matrix, centroids: smat.csr_matrix) -> np.ndarray:
-    """Alternative: the leaf cluster whose centroid is nearest to the item's representation."""
+def assign_centroid(Q: smat.csr_matrix, centroids: smat.csr_matrix, m: int = 1) -> np.ndarray:
+    """Alternative: (n, m) the leaf clusters whose centroids are nearest to the item's representation."""
     Q = normalize(Q)
-    out = np.empty(Q.shape[0], dtype=np.int64)
+    m = min(m, centroids.shape[0])
+    out = np.empty((Q.shape[0], m), dtype=np.int64)
     for start in range(0, Q.shape[0], 4096):  # bounded dense block: rows x clusters
-        out[start : start + 4096] = (Q[start : start + 4096] @ centroids.T).toarray().argmax(axis=1)
+        D = (Q[start : start + 4096] @ centroids.T).toarray()
+        top = np.argsort(-D, axis=1, kind="stable")[:, :m]
+        out[start : start + len(D)] = top
     return out
 
 

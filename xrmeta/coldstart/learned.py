@@ -21,7 +21,8 @@ Everything is permutation-aware and has ~10^4 parameters, which matters because 
 K and depth generalize best.
 
 Training (`train_generator`), IRENE-style, with the encoder (TF-IDF), the tree and the served classifiers
-frozen. Proxies must look like new items, and three things would give them away:
+frozen, on the held-out clicks of `training.hold_out`. Proxies must look like new items, and three things would
+give them away:
 - A new item's queries were never training negatives of its neighbours' classifiers, whereas PECOS trains a
   leaf classifier against every query with a positive in its cluster. Its queries are also unseen by them,
   whereas a trained classifier scores its own training positives far higher than fresh queries. So in a
@@ -33,12 +34,12 @@ frozen. Proxies must look like new items, and three things would give them away:
 - Neighbours are searched among the observed items other than the proxies, so a proxy never sees its own
   classifier.
 
-The loss is binary cross-entropy over (held-out query, item) pairs, with weight C (`pos_weight`) on positives.
-The items are the query's relevant proxies, proxies of its beam clusters (tree negatives), random proxies
-(in-batch, the batch being the sample), and relevant and beam-drawn retrained items, whose held-out scores are
-fixed. The logit increases with the score an item gets at search time, log(transform(s) * path score). So the
-loss sees what ranking sees: the hinge transform saturates at s >= 1, and the cluster's path score multiplies
-in. Generated and trained items share that scale.
+The loss ranks each held-out query's candidates (listwise softmax cross-entropy; `loss="pointwise"` is a
+weighted binary cross-entropy with weight C, `pos_weight`, on positives). The candidates are the query's
+relevant proxies, proxies of its beam clusters (tree negatives), random proxies (in-batch, the batch being the
+sample), and relevant and beam-drawn retrained items, whose held-out scores are fixed. The logit increases with
+the score an item gets at search time, log(transform(s) * path score ** path_exponent), with the leaf layer's
+transform and path exponent (`xrmeta.ground.TitleTrust`): generated and trained items share that scale.
 
 Training is cheap because the mix is linear in its coefficients. A pair's score is
 alpha . u + beta . v + gamma with u_k = x . w_k + b_k and v_b = x . z[block b]. These dot products are computed
@@ -73,14 +74,16 @@ from tqdm import tqdm
 from .. import kernels
 from .generate import Calibration, Generator, Plan
 from .select import neighbours_excluding
+from .training import HeldOut, hold_out, listwise_loss, log_path, pair_dots, query_pairs
 
 N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
 GENERATOR_FILE = "generator.npz"
 # A hinge transform is flat at s >= 1, so a negative pushed there gets no gradient and training can run away
 # into saturation; in the loss only, scores above 1 lose this much log-score per unit.
 SATURATION_SLOPE = 0.2
-# exp(-(1 - s)^3) underflows float32 near s = -3.4 (sooner once multiplied by a path score)
-UNDERFLOW_SCORE = -2.5
+# exp(-(1 - s)^3) underflows float32 near s = -3.4 (sooner once multiplied by a path score); the sigmoid only near
+# s = -87: the raw score below which a transformed score can no longer be ranked, per post-processor
+UNDERFLOW_SCORE = {"hinge": -2.5, "sigmoid": -60.0}
 
 
 class GeneratorError(ValueError):
@@ -96,16 +99,17 @@ class LearnedConfig:
     steps: int = 40  # full-batch Adam steps
     lr: float = 0.03
     pos_weight: float = 0.5  # C: weight of a positive pair in the loss
-    tree_negatives: int = 16  # per held-out query: proxies inside its beam
-    batch_negatives: int = 4  # per held-out query: random proxies
+    tree_negatives: int = 64  # per held-out query: proxies inside its beam
+    batch_negatives: int = 16  # per held-out query: random proxies
     observed_negatives: int = 8  # per query: retrained observed items of its beam (calibration competitors)
     observed_query_frac: float = 0.2  # other queries of the sampled items also held out (generalized setting)
+    loss: str = "listwise"  # listwise: softmax over each held-out query's pairs | pointwise: weighted BCE
     steal_tolerance: float = 0.001  # top-1 accuracy new items may cost those queries (bias calibration)
     new_in_beam: int = 100  # new items a query's beam holds at search time, for that estimate
     bias_margin: float = 1.0  # the calibrated bias shift is lowered by this much (fresh queries; see below)
     beam_size: int = 10  # beam used to mine tree negatives
-    max_items: int = 2000  # whole leaf clusters are sampled until this many items
-    proxy_frac: float = 0.2  # of the sampled items with a training query: held out as proxies for new items
+    max_items: int = 6000  # whole leaf clusters are sampled until this many items
+    proxy_frac: float = 0.5  # of the sampled items with a training query: held out as proxies for new items
     seed: int = 0
 
     def validate(self) -> None:
@@ -296,10 +300,11 @@ class _Pairs:
 
 
 def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: LearnedConfig | None = None,
-                    threads: int = 1, verbose: bool = True) -> LearnedGenerator:
+                    threads: int = 1, verbose: bool = True, held: HeldOut | None = None) -> LearnedGenerator:
     """Train the learned generator of `model` (an XRMetaModel) on its training queries X (TF-IDF rows) and
-    relevance Y (queries x trained items, in training order). Nothing of the model is changed. The module
-    docstring explains the proxies, the held-out retraining, the loss and the calibration."""
+    relevance Y (queries x trained items, in training order), on held-out clicks (`training.hold_out`, drawn
+    here unless given). Nothing of the model is changed. The module docstring explains the proxies, the loss
+    and the calibration."""
     torch = _torch()
     config = config or LearnedConfig()
     config.validate()
@@ -316,28 +321,36 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
         raise GeneratorError(f"Y is {Y.shape}, expected {X.shape[0]} queries x {cat.n_base} trained items")
     Ys = smat.csr_matrix(Y, dtype=np.float32)[:, np.argsort(model.label_slot)]  # columns in slot order
     Ys.sort_indices()
-
-    proxies, rest = _choose_proxies(cat, Ys, config, rng)
-    queries = _held_out_queries(Ys, proxies, rest, config.observed_query_frac, rng)
-    W, bias = _held_out_classifiers(model, X, Ys, proxies, rest, queries, threads)
+    slot_cluster = cat.slot_cluster.view[: cat.n_base]
+    if held is None:
+        W_pecos, bias_pecos = model.pecos_leaf()
+        held = hold_out(X, Ys, Z, W_pecos, bias_pecos, slot_cluster, cat.base_slot_ptr, model.configs.tree,
+                        config.max_items, config.proxy_frac, config.observed_query_frac, rng, threads)
+    trust = model.title_trust
+    # the classifiers as served (title trust applied), but without the held-out clicks
+    W, bias = trust.apply_rows(held.W, held.bias, Z, held.clicks, model.configs.tree.threshold)
     # tokens describe neighbours by their served classifiers (what `plan` sees), while the pair scores below
     # use the held-out ones
     stats = slot_stats(cat.w_ptr.view, cat.w_val.view, cat.slot_bias.view, np.diff(Ys.tocsc().indptr))
-    titles = _as_if_unseen(Z, X, proxies, fb, n_blocks, model.configs.featurizer.min_df)
-    nbrs, sims = neighbours_excluding(model.selector, titles, proxies, k)
+    titles = _as_if_unseen(Z, X, held.proxies, fb, n_blocks, model.configs.featurizer.min_df)
+    nbrs, sims = neighbours_excluding(model.selector, titles, held.proxies, k)
     tokens, valid = token_features(titles, nbrs, sims, Z, stats, fb, n_blocks)
-    pairs = _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config, rng)
+    beams = model.upper.beams(X[held.queries], config.beam_size, threads=1).tocsr()
+    beams.sort_indices()
+    pairs = _make_pairs(X, Ys, held, titles, nbrs, W, bias, beams, slot_cluster, cat.n_clusters, fb, n_blocks,
+                        config, rng)
+    pairs.log_path *= np.float32(trust.path_exponent)  # how much the path score counts at search time
     t_prep = time.perf_counter() - t0
-    _log(f"  generator: {len(proxies)} proxies ({len(rest)} classifiers retrained), {len(pairs.query)} pairs, "
-         f"prepared in {t_prep:.2f} s", verbose)
+    _log(f"  generator: {len(held.proxies)} proxies ({len(held.rest)} classifiers retrained), {len(pairs.query)} "
+         f"pairs, prepared in {t_prep:.2f} s", verbose)
 
     net = make_net(config, k, n_blocks, model.calibration, *_token_moments(tokens, valid))
-    post = kernels.POST_PROCESSORS[model.configs.tree.post_processor]
+    post = kernels.POST_PROCESSORS[trust.post_processor]
     loss, scores = _fit(net, tokens, valid, pairs, post, config, verbose)
     shift = _generalized_shift(scores, pairs, post, config.steal_tolerance, config.new_in_beam, config.bias_margin)
     with torch.no_grad():
         net.b_self[-1] += shift
-    info = dict(config=asdict(config), n_proxies=int(len(proxies)), n_retrained=int(len(rest)),
+    info = dict(config=asdict(config), n_proxies=int(len(held.proxies)), n_retrained=int(len(held.rest)),
                 n_pairs=int(len(pairs.query)), n_positive_pairs=int(pairs.label.sum()), final_loss=loss,
                 bias_shift=round(shift, 4),
                 prepare_seconds=round(t_prep, 3), seconds=round(time.perf_counter() - t0, 3))
@@ -346,18 +359,24 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
 
 
 def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, verbose: bool):
-    """Full-batch Adam on the weighted BCE of the search score; returns (final loss, scores of the pairs).
+    """Full-batch Adam on the loss of the search score; returns (final loss, scores of the pairs).
 
     The logit is an increasing function of the score a synthesized item gets at search time,
-    log(transform(s) * path score), so the loss sees what ranking sees: a hinge transform saturates at s >= 1
-    (a vector that is too large ties with everything) and the cluster's path score multiplies in. That also
-    calibrates s to the trained classifiers' scale, which share the same transform and path scores."""
+    log(transform(s) * path score ** path_exponent), so the loss sees what ranking sees: a hinge transform
+    saturates at s >= 1 (a vector that is too large ties with everything) and the cluster's path score
+    multiplies in. Listwise (the default): per held-out query, the softmax cross-entropy of its relevant pairs
+    among all its pairs (new and observed items: the generalized setting, which calibrates s to the trained
+    classifiers' scale) plus the same among its new items only (the zero-shot setting). A pointwise weighted BCE
+    scored the easy candidates of the sampled clusters well and ranked new items worse at search time."""
     torch = _torch()
     T = {name: torch.as_tensor(a) for name, a in dict(tokens=tokens, valid=valid, **vars(pairs)).items()}
     temperature = torch.nn.Parameter(torch.tensor(1.0))
     offset = torch.nn.Parameter(torch.tensor(0.0))
     opt = torch.optim.Adam(list(net.parameters()) + [temperature, offset], lr=config.lr)
     weight = 1.0 + (config.pos_weight - 1.0) * T["label"]
+    new = T["item"] >= 0
+    group_all = torch.as_tensor(np.unique(pairs.query, return_inverse=True)[1])
+    group_new = torch.as_tensor(np.unique(pairs.query[pairs.item >= 0], return_inverse=True)[1])
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tensors are tiny: more threads only add synchronization (and contention)
     try:
@@ -367,8 +386,11 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
             s = _pair_scores(net, T)
             log_score = (torch.nn.functional.logsigmoid(s) if post == 0 else
                          -torch.relu(1.0 - s) ** post - SATURATION_SLOPE * torch.relu(s - 1.0))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                temperature * (log_score + T["log_path"]) + offset, T["label"], weight=weight)
+            logit = temperature * (log_score + T["log_path"])
+            if config.loss == "listwise":
+                loss = listwise_loss(logit, group_all, T["label"]) + listwise_loss(logit[new], group_new, T["label"][new])
+            else:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + offset, T["label"], weight=weight)
             loss.backward()
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
@@ -423,7 +445,8 @@ def _generalized_shift(scores, pairs: _Pairs, post: int, tolerance: float, new_i
     # floor: most relevant generated pairs keep s >= UNDERFLOW_SCORE, or their transformed scores would
     # underflow float32 to 0 and new items could no longer be ranked at all
     relevant = scores[generated & (pairs.label > 0)]
-    lo = float(UNDERFLOW_SCORE - np.percentile(relevant, 10)) if len(relevant) else -8.0
+    underflow = UNDERFLOW_SCORE["sigmoid" if post == 0 else "hinge"]
+    lo = float(underflow - np.percentile(relevant, 10)) if len(relevant) else -8.0
     hi = max(lo, 4.0)  # the loss grows with the shift: bisect
     floor = lo
     for _ in range(14):
@@ -454,78 +477,6 @@ def _token_moments(tokens: np.ndarray, valid: np.ndarray):
     return mu, sd
 
 
-def _choose_proxies(cat, Ys: smat.csr_matrix, config: LearnedConfig, rng):
-    """Sample whole leaf clusters up to max_items; in them, proxy_frac of the items that have a training query
-    become proxies, the rest of the sampled items get held-out classifiers. Returns (proxies, rest), slots."""
-    ptr = cat.base_slot_ptr
-    sizes = np.diff(ptr)
-    order = rng.permutation(len(sizes))
-    n_take = int(np.searchsorted(np.cumsum(sizes[order]), config.max_items)) + 1
-    sample = np.concatenate([np.arange(ptr[c], ptr[c + 1]) for c in np.sort(order[:n_take])]).astype(np.int64)
-    clicked = sample[np.diff(Ys.tocsc().indptr)[sample] > 0]
-    n_proxies = max(1, int(round(config.proxy_frac * len(clicked))))
-    if len(clicked) < 2:
-        raise GeneratorError("too few trained items with a training query to train the generator")
-    proxies = np.sort(rng.choice(clicked, size=min(n_proxies, len(clicked) - 1), replace=False))
-    return proxies, np.setdiff1d(sample, proxies)
-
-
-def _held_out_queries(Ys: smat.csr_matrix, proxies, rest, frac: float, rng) -> np.ndarray:
-    """Training queries held out of the retraining: every query of a proxy (as a new item's queries are unseen),
-    and `frac` of the other queries of the sampled items, on which generated items must not outrank relevant
-    trained ones (the generalized setting)."""
-    Ysc = Ys.tocsc()
-    of_proxies = np.unique(Ysc[:, proxies].tocoo().row)
-    others = np.setdiff1d(np.unique(Ysc[:, rest].tocoo().row), of_proxies)
-    picked = rng.choice(others, size=int(round(frac * len(others))), replace=False)
-    return np.union1d(of_proxies, picked).astype(np.int64)
-
-
-def _held_out_classifiers(model, X, Ys: smat.csr_matrix, proxies, rest, queries, threads: int):
-    """Item-major CSR (n_base x F) of the leaf classifiers and their biases, where the `rest` items' classifiers
-    are retrained as if the proxies and the held-out queries did not exist (PECOS's leaf-layer solver, the
-    model's settings)."""
-    from pecos.xmc.base import MLModel, MLProblem
-
-    cat, tree = model.catalog, model.configs.tree
-    n_base = cat.n_base
-    W = cat.weights(np.arange(n_base)).tocsr()
-    bias = cat.slot_bias.view[:n_base].copy()
-    cluster = cat.slot_cluster.view[:n_base]
-    clusters, local = np.unique(cluster[rest], return_inverse=True)
-    C = smat.csc_matrix((np.ones(len(rest), np.float32), (np.arange(len(rest)), local)),
-                        shape=(len(rest), len(clusters)))
-    cluster_col = np.full(cat.n_clusters, -1)
-    cluster_col[clusters] = np.arange(len(clusters))
-    # teacher-forced matching without the proxies: a query meets a cluster through its non-proxy positives
-    not_proxy = np.ones(n_base, dtype=np.float32)
-    not_proxy[proxies] = 0.0
-    Yr = (Ys @ smat.diags(not_proxy)).tocsr()
-    Yr.eliminate_zeros()
-    Yr = Yr.tocoo()
-    col = cluster_col[cluster[Yr.col]]
-    keep = col >= 0
-    M = smat.csr_matrix((np.ones(keep.sum(), np.float32), (Yr.row[keep], col[keep])),
-                        shape=(X.shape[0], len(clusters)))
-    M.data[:] = 1.0
-    held_out = np.zeros(X.shape[0], dtype=bool)
-    held_out[queries] = True
-    used = np.flatnonzero((M.getnnz(axis=1) > 0) & ~held_out)
-    prob = MLProblem(X[used], Ys[used][:, rest].astype(np.float32), C=C, M=M[used].tocsc(),
-                     threads=max(1, threads))
-    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0,
-                                 threads=max(1, threads))
-    Wr = smat.csc_matrix(MLModel.train(prob, params).W)  # (F + 1) x len(rest), bias weight in the last row
-    n_features = Wr.shape[0] - 1
-    retrained = Wr[:n_features].T.tocsr()
-    row = np.arange(n_base)
-    row[rest] = n_base + np.arange(len(rest))
-    W = smat.vstack([W, retrained]).tocsr()[row]
-    W.sort_indices()
-    bias[rest] = Wr[n_features].toarray().ravel()  # the leaf layer's bias input is 1.0
-    return W, bias.astype(np.float32)
-
-
 def _as_if_unseen(Z, X, proxies, feature_block, n_blocks: int, min_df: int) -> smat.csr_matrix:
     """The proxies' title vectors as a new item's would be: the vocabulary was built from the training queries
     and the observed titles, so n-grams that only the proxy's own title brought in (often bigrams) are dropped,
@@ -543,39 +494,24 @@ def _as_if_unseen(Z, X, proxies, feature_block, n_blocks: int, min_df: int) -> s
     return T
 
 
-def _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb, n_blocks, config: LearnedConfig,
-                rng) -> _Pairs:
-    """For each held-out query, the proxies it is relevant to, `tree_negatives` proxies of its beam clusters and
-    `batch_negatives` random proxies (generated scores), and its relevant retrained items plus
-    `observed_negatives` retrained items of its beam (fixed, held-out scores); then the dot products the loss
-    needs. Labels come from Y, so a drawn "negative" can be relevant."""
-    cat = model.catalog
-    n_q = len(queries)
-    beams = model.upper.beams(X[queries], config.beam_size, threads=1).tocsr()
-    beams.sort_indices()
-    cluster = cat.slot_cluster.view.astype(np.int64)
-    Yq = Ys[queries]
-
-    def per_query(pool, m_beam, m_random=0):
-        relevant = Yq[:, pool].tocoo()
-        picks = [_beam_sample(beams, np.arange(n_q), cluster[pool], cat.n_clusters, m_beam, rng),
-                 rng.integers(0, len(pool), size=(n_q, m_random))]
-        row = np.concatenate([relevant.row] + [np.repeat(np.arange(n_q), p.shape[1]) for p in picks])
-        idx = np.concatenate([relevant.col] + [p.ravel() for p in picks])
-        row, idx = row[idx >= 0], idx[idx >= 0]
-        return row, idx, np.asarray(Yq[row, pool[idx]]).ravel().astype(np.float32)
-
-    g_row, g_item, g_label = per_query(proxies, config.tree_negatives, config.batch_negatives)
-    o_row, o_idx, o_label = per_query(rest, config.observed_negatives)
+def _make_pairs(X, Ys, held: HeldOut, titles, nbrs, W, bias, beams, slot_cluster, n_clusters: int, fb,
+                n_blocks: int, config: LearnedConfig, rng) -> _Pairs:
+    """For each held-out query (rows of beams), the proxies it is relevant to, `tree_negatives` proxies of its beam
+    clusters and `batch_negatives` random proxies (generated scores), and its relevant retrained items plus
+    `observed_negatives` retrained items of its beam (fixed scores: their served classifiers W, bias as they
+    would be without the held-out clicks); then the dot products the loss needs."""
+    queries, proxies, rest = held.queries, held.proxies, held.rest
+    cluster = slot_cluster.astype(np.int64)
+    Yq = smat.csr_matrix(Ys[queries])
+    g_row, g_item, g_label = query_pairs(Yq, beams, proxies, cluster[proxies], n_clusters, config.tree_negatives,
+                                         config.batch_negatives, rng)
+    o_row, o_idx, o_label = query_pairs(Yq, beams, rest, cluster[rest], n_clusters, config.observed_negatives, 0,
+                                        rng)
     o_item = rest[o_idx]
-    x = (X.indptr.astype(np.int64), X.indices, X.data)
-    W_rows = (W.indptr.astype(np.int64), W.indices, W.data)
     nb = nbrs[g_item]
-    u = kernels.block_dots(*x, queries[g_row], *W_rows, nb, np.zeros(0, np.int8), 1)[..., 0]
-    u += np.where(nb >= 0, bias[np.maximum(nb, 0)], 0.0)
-    v = kernels.block_dots(*x, queries[g_row], titles.indptr.astype(np.int64), titles.indices, titles.data,
-                           g_item[:, None], fb, n_blocks)[:, 0]
-    fixed = kernels.block_dots(*x, queries[o_row], *W_rows, o_item[:, None], np.zeros(0, np.int8), 1)[:, 0, 0]
+    u = pair_dots(X, queries[g_row], W, nb) + np.where(nb >= 0, bias[np.maximum(nb, 0)], 0.0)
+    v = pair_dots(X, queries[g_row], titles, g_item, fb, n_blocks)
+    fixed = pair_dots(X, queries[o_row], W, o_item)
     n_o = len(o_row)
     return _Pairs(
         query=queries[np.concatenate([g_row, o_row])],
@@ -584,42 +520,6 @@ def _make_pairs(model, X, Ys, queries, proxies, rest, titles, nbrs, W, bias, fb,
         u=np.concatenate([u, np.zeros((n_o, u.shape[1]))]).astype(np.float32),
         v=np.concatenate([v, np.zeros((n_o, n_blocks))]).astype(np.float32),
         fixed=np.concatenate([np.zeros(len(g_row)), fixed + bias[o_item]]).astype(np.float32),
-        log_path=_log_path(beams, np.concatenate([g_row, o_row]),
-                           np.concatenate([cluster[proxies[g_item]], cluster[o_item]])),
+        log_path=log_path(beams, np.concatenate([g_row, o_row]),
+                          np.concatenate([cluster[proxies[g_item]], cluster[o_item]])),
     )
-
-
-def _log_path(beams: smat.csr_matrix, row: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    """log path score of each (beam row, cluster) pair; a cluster outside the beam gets the row's lowest beam
-    score, an upper bound of a score that search never reaches."""
-    n_rows, n_clusters = beams.shape
-    counts = np.diff(beams.indptr)
-    lowest = np.ones(n_rows, dtype=np.float64)
-    lowest[counts > 0] = np.minimum.reduceat(beams.data, beams.indptr[:-1][counts > 0])
-    keys = np.repeat(np.arange(n_rows), counts) * n_clusters + beams.indices  # sorted: rows, then clusters
-    want = row * n_clusters + cluster
-    at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-    hit = (keys[at] == want) if len(keys) else np.zeros(len(want), dtype=bool)
-    out = np.where(hit, beams.data[at] if len(keys) else 0.0, lowest[row])
-    return np.log(np.maximum(out, 1e-30)).astype(np.float32)
-
-
-def _beam_sample(beams, rows, pool_cluster, n_clusters: int, m: int, rng) -> np.ndarray:
-    """For each beam row in rows, m indices into the pool drawn uniformly from the pool items that lie in the
-    row's beam clusters (-1 where there is none)."""
-    out = np.full((len(rows), m), -1, dtype=np.int64)
-    if m == 0 or len(pool_cluster) == 0:
-        return out
-    by_cluster = np.argsort(pool_cluster, kind="stable")
-    start = np.searchsorted(pool_cluster[by_cluster], np.arange(n_clusters + 1))
-    for r, b in enumerate(rows):
-        cl = beams.indices[beams.indptr[b] : beams.indptr[b + 1]]
-        counts = start[cl + 1] - start[cl]
-        total = counts.sum()
-        if total == 0:
-            continue
-        ends = np.cumsum(counts)
-        pick = rng.integers(0, total, size=m)
-        which = np.searchsorted(ends, pick, side="right")
-        out[r] = by_cluster[start[cl[which]] + pick - (ends - counts)[which]]
-    return out
