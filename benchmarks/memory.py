@@ -36,9 +36,11 @@ CHECKPOINTS = (10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6)
 
 def catalogue_bytes(c: Catalog) -> dict[str, int]:
     """Bytes held by a catalogue: its arrays (live part and allocated capacity) and its ids (list, strings, map)."""
-    grown = (c.w_ptr, c.w_idx, c.w_val, c.slot_bias, c.slot_alive, c.slot_cluster, c.slot_next)
+    ch = c._chunks  # the inserted items' search layout (chunks and tails)
+    grown = (c.w_ptr, c.w_idx, c.w_val, c.slot_bias, c.slot_alive, c.slot_cluster, c.entry_slot, c.entry_cluster,
+             ch.feats, ch.row_ptr, ch.local, ch.val, ch.slots, ch.entry_next)
     fixed = sum(a.nbytes for a in (c.chunk_feat_ptr, c.chunk_feats, c.chunk_row_ptr, c.chunk_slot, c.chunk_val,
-                                   c.base_slot_ptr, c.cluster_head))
+                                   c.base_slot_ptr, ch.row_lo, ch.row_hi, ch.slot_lo, ch.slot_hi, ch.head))
     ids = sys.getsizeof(c.ids) + sum(map(sys.getsizeof, c.ids)) + sys.getsizeof(c.slot_of)
     return {"live": fixed + sum(g.view.nbytes for g in grown), "allocated": fixed + sum(g.buf.nbytes for g in grown),
             "ids": ids}

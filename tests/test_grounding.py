@@ -114,11 +114,13 @@ def as_saved_before_grounding(folder: Path) -> None:
         a = dict(z)
     n_base = int(a["base_slot_ptr"][-1])
     assert (a["entry_slot"] == np.arange(n_base, len(a["slot_alive"]))).all(), "one entry per inserted slot"
+    # then: each cluster's inserted slots in a list, newest first (cluster_head), each to the next older one
     nxt = np.full(len(a["slot_alive"]), -1, dtype=np.int32)
-    nxt[n_base:] = np.where(a["entry_next"] >= 0, a["entry_next"] + n_base, -1)
-    a["cluster_head"] = np.where(a["cluster_head"] >= 0, a["cluster_head"] + n_base, -1).astype(np.int32)
-    a["slot_next"] = nxt
-    for key in ("entry_slot", "entry_cluster", "entry_next"):
+    head = np.full(len(a["base_slot_ptr"]) - 1, -1, dtype=np.int32)
+    for s, c in zip(a["entry_slot"], a["entry_cluster"]):
+        nxt[s], head[c] = head[c], s
+    a["slot_next"], a["cluster_head"] = nxt, head
+    for key in ("entry_slot", "entry_cluster"):
         del a[key]
     np.savez(folder / "catalog.npz", **a)
     config["files"] = persist.manifest(folder)

@@ -212,21 +212,19 @@ def rewrite_catalog(folder: Path, change) -> None:
         "size": (folder / "catalog.npz").stat().st_size, "sha256": persist.sha256_file(folder / "catalog.npz")}}))
 
 
-def last_entry(a):
-    return len(a["entry_slot"]) - 1
-
-
 LAYOUT = {  # out-of-range ids inside a checksummed catalogue: the search kernel would read outside its arrays
-    "next-points-forward": (lambda a: a["entry_next"].__setitem__(last_entry(a) - 5, last_entry(a)), "entry_next"),
-    "next-cycle": (lambda a: a["entry_next"].__setitem__(last_entry(a), last_entry(a)), "entry_next"),
     "entry-of-trained-slot": (lambda a: a["entry_slot"].__setitem__(0, 0), "entry_slot"),
-    "entry-cluster-beyond": (lambda a: a["entry_cluster"].__setitem__(0, len(a["cluster_head"])), "entry_cluster"),
-    "head-beyond-entries": (lambda a: a["cluster_head"].__setitem__(0, len(a["entry_slot"])), "cluster_head"),
+    "entry-beyond-slots": (lambda a: a["entry_slot"].__setitem__(0, len(a["slot_alive"])), "entry_slot"),
+    "entry-cluster-beyond": (lambda a: a["entry_cluster"].__setitem__(0, len(a["base_slot_ptr"]) - 1),
+                             "entry_cluster"),
+    "entry-twice": (lambda a: a.update(entry_slot=np.append(a["entry_slot"], a["entry_slot"][0]),
+                                       entry_cluster=np.append(a["entry_cluster"], a["entry_cluster"][0])),
+                    "entries repeated"),
     "feature-beyond": (lambda a: a["w_idx"].__setitem__(-1, 10**8), "feature indices"),
     "cluster-negative": (lambda a: a["slot_cluster"].__setitem__(3, -1), "slot_cluster"),
     "pointer-decreasing": (lambda a: a["w_ptr"].__setitem__(len(a["w_ptr"]) // 2, 0), "w_ptr"),
     "nan-weight": (lambda a: a["w_val"].__setitem__(0, np.nan), "non-finite weights"),
-    "wrong-dtype": (lambda a: a.update(entry_next=a["entry_next"].astype(np.int64)), "dtypes"),
+    "wrong-dtype": (lambda a: a.update(entry_cluster=a["entry_cluster"].astype(np.int64)), "dtypes"),
     "slots-differ": (lambda a: a.update(slot_bias=a["slot_bias"][:-1]), "slot counts"),
     "array-missing": (lambda a: a.pop("chunk_val"), r"missing arrays \['chunk_val'\]"),
 }

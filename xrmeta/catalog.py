@@ -6,8 +6,9 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
 - observed (trained) items take slots 0..n_base-1, ordered by cluster, and are also stored feature-major per
   cluster ("chunks", as PECOS does), so scoring a cluster costs one binary search per query feature;
 - inserted items are appended after them: item-major weights, and for each of the (one or more) clusters an
-  item joins an *entry* in that cluster's linked list, so inserting costs O(nnz of the item) whatever the
-  catalogue size, and scoring one costs O(its nnz) per cluster of the beam it is in.
+  item joins an *entry* of that cluster, laid out for the search by `inserted.Chunks` (a feature-major chunk
+  per cluster, rebuilt now and then, and a short item-major tail), so inserting costs O(nnz of the item)
+  amortised whatever the catalogue size.
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
 
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.sparse as smat
 
 from . import kernels
+from .inserted import Chunks, Growable, Layout
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
 MAX_K = 10_000  # results per query: bounds the (queries x k) result arrays a caller can make us allocate
@@ -44,35 +46,13 @@ class CatalogError(ValueError):
     pass
 
 
-class _Growable:
-    """A 1-d array with amortised O(1) append (capacity doubling)."""
-
-    def __init__(self, data: np.ndarray):
-        self.n = len(data)
-        self.buf = np.array(data, copy=True)
-
-    @property
-    def view(self) -> np.ndarray:
-        return self.buf[: self.n]
-
-    def extend(self, values: np.ndarray) -> None:
-        end = self.n + len(values)
-        if end > len(self.buf):
-            new = np.empty(max(end, 2 * len(self.buf), 16), dtype=self.buf.dtype)
-            new[: self.n] = self.buf[: self.n]
-            self.buf = new
-        self.buf[self.n : end] = values
-        self.n = end
-
-
 class _State(NamedTuple):
-    """What a query reads, published as one object. Every slot reachable from cluster_head is < n_slots and
+    """What a query reads, published as one object. Every slot the inserted layout reaches is < n_slots and
     fully written in these buffers; add replaces the state, never mutates one (except alive flags: remove)."""
 
     n_slots: int
-    cluster_head: np.ndarray
-    entry_slot: np.ndarray
-    entry_next: np.ndarray
+    inserted: Layout
+    widest: int  # most slots in any inserted chunk
     memberships: int  # most clusters any inserted item is in (the search keeps k * memberships candidates)
     w_ptr: np.ndarray
     w_idx: np.ndarray
@@ -106,26 +86,35 @@ class Catalog:
         sizes = np.diff(self.base_slot_ptr)
         self.max_cluster_size = int(sizes.max()) if len(sizes) else 0
         # growable: one entry per slot
-        self.w_ptr = _Growable(a["w_ptr"])
-        self.w_idx = _Growable(a["w_idx"])
-        self.w_val = _Growable(a["w_val"])
-        self.slot_bias = _Growable(a["slot_bias"])
-        self.slot_alive = _Growable(a["slot_alive"])
-        self.slot_cluster = _Growable(a["slot_cluster"])  # an inserted item's first (best) cluster
-        self.entry_slot = _Growable(a["entry_slot"])
-        self.entry_cluster = _Growable(a["entry_cluster"])
-        self.entry_next = _Growable(a["entry_next"])
+        self.w_ptr = Growable(a["w_ptr"])
+        self.w_idx = Growable(a["w_idx"])
+        self.w_val = Growable(a["w_val"])
+        self.slot_bias = Growable(a["slot_bias"])
+        self.slot_alive = Growable(a["slot_alive"])
+        self.slot_cluster = Growable(a["slot_cluster"])  # an inserted item's first (best) cluster
+        # an inserted item's entries: one per cluster it is in (the search's layout of them is derived)
+        self.entry_slot = Growable(a["entry_slot"])
+        self.entry_cluster = Growable(a["entry_cluster"])
         counts = np.bincount(a["entry_slot"]) if len(a["entry_slot"]) else np.zeros(0, np.int64)
         self._memberships = max(int(counts.max(initial=1)), 1)
+        self._chunks = Chunks(self.n_clusters)
+        live = self.slot_alive.view[self.entry_slot.view]
+        clusters = np.unique(self.entry_cluster.view[live])
+        self._chunks.build(clusters, self.entry_slot.view[live], self.entry_cluster.view[live].astype(np.int64),
+                           self._weights())
+        self._chunks.entry_next.extend(np.full(self.entry_slot.n, -1, dtype=np.int32))
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
         self.lock = threading.RLock()  # serialises writers (add, remove, and the model's save); queries never wait
         self.ids = list(ids)
         self.slot_of = {item_id: s for s, item_id in enumerate(self.ids) if self.slot_alive.buf[s]}
-        self._publish(np.array(a["cluster_head"], copy=True))
+        self._publish()
 
-    def _publish(self, cluster_head: np.ndarray) -> None:
+    def _weights(self) -> tuple:
+        return self.w_ptr.view, self.w_idx.view, self.w_val.view
+
+    def _publish(self) -> None:
         """Make every slot written so far visible to queries that start from now on (one atomic assignment)."""
-        self._state = _State(self.slot_alive.n, cluster_head, self.entry_slot.buf, self.entry_next.buf,
+        self._state = _State(self.slot_alive.n, self._chunks.layout(self.entry_slot.buf), self._chunks.widest,
                              self._memberships, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf, self.slot_bias.buf,
                              self.slot_alive.buf)
 
@@ -161,8 +150,6 @@ class Catalog:
             "slot_cluster": slot_cluster.astype(np.int32),
             "entry_slot": np.zeros(0, dtype=np.int32),
             "entry_cluster": np.zeros(0, dtype=np.int32),
-            "entry_next": np.zeros(0, dtype=np.int32),
-            "cluster_head": np.full(n_clusters, -1, dtype=np.int32),
         }
         return cls(arrays, [ids[j] for j in order], n_features, post_processor, path_exponent)
 
@@ -170,10 +157,6 @@ class Catalog:
     @property
     def n_slots(self) -> int:
         return self._state.n_slots
-
-    @property
-    def cluster_head(self) -> np.ndarray:
-        return self._state.cluster_head
 
     def __len__(self) -> int:
         return len(self.slot_of)
@@ -244,20 +227,14 @@ class Catalog:
         with self.lock:
             self._check_new_ids(ids)
             first = self.n_slots
-            # one entry per (item, cluster), grouped by cluster; each is pushed at the head of its cluster's list,
-            # in a copy: published heads never change
+            # one entry per (item, cluster), grouped by cluster
             item, col = np.nonzero(clusters >= 0)
             by_cluster = np.lexsort((item, clusters[item, col]))
             entry_item, entry_cluster = item[by_cluster], clusters[item, col][by_cluster]
-            head = self.cluster_head.copy()
             first_entry = self.entry_slot.n
-            next_ = np.empty(len(entry_item), dtype=np.int32)
-            for e, c in enumerate(entry_cluster):
-                next_[e] = head[c]
-                head[c] = first_entry + e
             grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.entry_slot,
-                     self.entry_cluster, self.entry_next, self.slot_alive)
-            marks = [g.n for g in grown]
+                     self.entry_cluster, self.slot_alive)
+            marks, chunk_marks = [g.n for g in grown], self._chunks.marks()
             try:  # past the published slots and entries: no query reads these positions yet
                 self.w_idx.extend(W.indices.astype(np.int32))
                 self.w_val.extend(W.data)
@@ -266,19 +243,21 @@ class Catalog:
                 self.slot_cluster.extend(clusters[:, 0].astype(np.int32))
                 self.entry_slot.extend((first + entry_item).astype(np.int32))
                 self.entry_cluster.extend(entry_cluster.astype(np.int32))
-                self.entry_next.extend(next_)
                 self.slot_alive.extend(np.ones(n, dtype=bool))
+                self._chunks.add(first_entry, self.entry_slot.view, self.entry_cluster.view, self._weights(),
+                                 self.slot_alive.view)
                 if before_change is not None:
                     before_change()
             except BaseException:
                 for g, m in zip(grown, marks):
                     g.n = m
+                self._chunks.restore(chunk_marks)
                 raise
             stored_ids = [ids[i] for i in order]
             self.ids.extend(stored_ids)  # before publishing: a query maps every slot it returns to its id
             self.slot_of.update(zip(stored_ids, range(first, first + n)))
             self._memberships = max(self._memberships, int((clusters >= 0).sum(axis=1).max(initial=1)))
-            self._publish(head)
+            self._publish()
         slots = np.empty(n, dtype=np.int64)
         slots[order] = np.arange(first, first + n)  # slot of the i-th given item
         return slots
@@ -320,9 +299,9 @@ class Catalog:
         return kernels.leaf_topk(
             X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.cluster_head, st.entry_slot, st.entry_next, st.w_ptr, st.w_idx, st.w_val,
-            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, 1), SUBSETS[subset], self.post,
-            self.path_exponent, int(k), int(k) * st.memberships, self._scratch(),
+            self.base_slot_ptr, st.inserted, st.w_ptr, st.w_idx, st.w_val,
+            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, st.widest, 1), SUBSETS[subset],
+            self.post, self.path_exponent, int(k), int(k) * st.memberships, self._scratch(),
         )
 
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1):
@@ -339,8 +318,8 @@ class Catalog:
         return kernels.search_topk(
             X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), min(int(beam_size), self.n_clusters),
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.cluster_head, st.entry_slot, st.entry_next, st.w_ptr, st.w_idx, st.w_val,
-            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size),
+            self.base_slot_ptr, st.inserted, st.w_ptr, st.w_idx, st.w_val,
+            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size, st.widest),
             SUBSETS[subset], self.post, self.path_exponent, int(k), int(k) * st.memberships,
             threads if threads > 0 else numba.get_num_threads(), self._scratch(),
         )
@@ -383,8 +362,7 @@ class Catalog:
             "base_slot_ptr": self.base_slot_ptr, "w_ptr": self.w_ptr.view, "w_idx": self.w_idx.view,
             "w_val": self.w_val.view, "slot_bias": self.slot_bias.view, "slot_alive": self.slot_alive.view,
             "slot_cluster": self.slot_cluster.view, "entry_slot": self.entry_slot.view,
-            "entry_cluster": self.entry_cluster.view, "entry_next": self.entry_next.view,
-            "cluster_head": self.cluster_head,
+            "entry_cluster": self.entry_cluster.view,
         }
 
     def save(self, folder: str | Path) -> None:
@@ -422,17 +400,20 @@ class Catalog:
 
 
 def _entries_from_slot_lists(a: dict) -> dict:
-    """A catalogue saved before items could join several clusters linked inserted slots through slot_next: give
-    each inserted slot its one entry (entry e = slot n_base + e), keeping the lists as they were. Pointers are
-    only rebased here; `_layout_problem` checks them afterwards."""
+    """A catalogue saved before items could join several clusters linked each inserted slot into its one cluster
+    (slot_next, cluster_head): give each inserted slot its one entry."""
     a = dict(a)
     n_base = int(a["base_slot_ptr"][-1]) if len(a["base_slot_ptr"]) else 0
-    nxt, head = a.pop("slot_next").astype(np.int64), a["cluster_head"].astype(np.int64)
-    a["entry_slot"] = np.arange(n_base, len(nxt), dtype=np.int32)
-    a["entry_cluster"] = a["slot_cluster"][n_base:].astype(np.int32)
-    a["entry_next"] = np.where(nxt[n_base:] >= 0, nxt[n_base:] - n_base, -1).astype(np.int32)
-    a["cluster_head"] = np.where(head >= 0, head - n_base, -1).astype(np.int32)
+    del a["slot_next"], a["cluster_head"]
+    a["entry_slot"] = np.arange(n_base, len(a["slot_alive"]), dtype=np.int32)
+    a["entry_cluster"] = np.asarray(a["slot_cluster"][n_base:], dtype=np.int32)
     return a
+
+
+def _repeated_entries(entry_slot: np.ndarray, entry_cluster: np.ndarray) -> bool:
+    """Whether some item has two entries in the same cluster (it would be scored twice there)."""
+    key = entry_slot.astype(np.int64) * (int(entry_cluster.max(initial=0)) + 1) + entry_cluster
+    return len(np.unique(key)) != len(key)
 
 
 def _repeats_in_rows(clusters: np.ndarray) -> bool:
@@ -470,25 +451,21 @@ _LAYOUT = {
     "chunk_feat_ptr": np.int64, "chunk_feats": np.int32, "chunk_row_ptr": np.int64, "chunk_slot": np.int32,
     "chunk_val": np.float32, "base_slot_ptr": np.int64, "w_ptr": np.int64, "w_idx": np.int32,
     "w_val": np.float32, "slot_bias": np.float32, "slot_alive": np.bool_, "slot_cluster": np.int32,
-    "entry_slot": np.int32, "entry_cluster": np.int32, "entry_next": np.int32, "cluster_head": np.int32,
+    "entry_slot": np.int32, "entry_cluster": np.int32,
 }
 
 
 def _layout_problem(a: dict, n_features: int) -> str | None:
     """What is wrong with a catalogue's arrays, or None. Checks what the kernels rely on: every pointer stays
-    inside its array, and each cluster's list of entries strictly decreases (so it ends). In order: each check
-    may assume the ones before it passed."""
+    inside its array. In order: each check may assume the ones before it passed."""
     n = len(a["slot_alive"])
-    base_ptr, nxt, head, entry = a["base_slot_ptr"], a["entry_next"], a["cluster_head"], a["entry_slot"]
+    base_ptr, entry = a["base_slot_ptr"], a["entry_slot"]
     n_clusters, n_base = len(base_ptr) - 1, int(base_ptr[-1]) if len(base_ptr) else -1
-    n_entries = len(entry)
-    older = np.arange(n_entries)  # an entry links only to an older entry, or ends (-1)
     checks = [
         (lambda: all(a[k].dtype == t and a[k].ndim == 1 for k, t in _LAYOUT.items()), "dtypes"),
-        (lambda: n_clusters >= 1 and len(head) == n_clusters and len(a["chunk_feat_ptr"]) == n_clusters + 1,
-         "cluster counts"),
+        (lambda: n_clusters >= 1 and len(a["chunk_feat_ptr"]) == n_clusters + 1, "cluster counts"),
         (lambda: all(len(a[k]) == n for k in ("slot_bias", "slot_cluster")) and len(a["w_ptr"]) == n + 1
-         and len(nxt) == n_entries and len(a["entry_cluster"]) == n_entries, "slot counts"),
+         and len(a["entry_cluster"]) == len(entry), "slot counts"),
         (lambda: _pointers(base_ptr, n_base) and n_base <= n, "base_slot_ptr"),
         (lambda: _pointers(a["w_ptr"], len(a["w_idx"])) and len(a["w_idx"]) == len(a["w_val"]), "w_ptr"),
         (lambda: _pointers(a["chunk_feat_ptr"], len(a["chunk_feats"])), "chunk_feat_ptr"),
@@ -498,9 +475,8 @@ def _layout_problem(a: dict, n_features: int) -> str | None:
         (lambda: _in_range(a["chunk_slot"], max(int(np.diff(base_ptr).max(initial=0)), 1)), "chunk_slot"),
         (lambda: _in_range(a["slot_cluster"], n_clusters), "slot_cluster"),
         (lambda: ((entry >= n_base) & (entry < n)).all(), "entry_slot"),
-        (lambda: ((nxt == -1) | ((nxt >= 0) & (nxt < older))).all(), "entry_next"),
         (lambda: _in_range(a["entry_cluster"], n_clusters), "entry_cluster"),
-        (lambda: ((head == -1) | ((head >= 0) & (head < n_entries))).all(), "cluster_head"),
+        (lambda: not _repeated_entries(entry, a["entry_cluster"]), "entries repeated"),
         (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"]), "non-finite weights"),
     ]
     return next((what for ok, what in checks if not ok()), None)

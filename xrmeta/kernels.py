@@ -109,34 +109,41 @@ def _heap_drain(h_score, h_slot, size, out_score, out_slot):
 
 # ---------------------------------------------------------------- leaf scoring
 @njit(cache=True, inline="always")
-def _group_scores(q_idx, q_val, lo, hi, row_of, s0, s1, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
-                  slot_bias, acc):
-    """acc[s - s0] = bias_s + w_s . x for the slots s0..s1 of one group (a leaf cluster, or the children of one
-    tree node), stored feature-major as chunk rows lo..hi. A group with a dense feature -> row map (row_of, -1
-    where absent; empty for most groups) costs one read per query feature, the others one binary search."""
-    for s in range(s0, s1):
-        acc[s - s0] = slot_bias[s]
+def _accumulate(q_idx, q_val, lo, hi, row_of, feats, row_ptr, post_pos, post_val, acc):
+    """acc[post_pos[p]] += x_f * post_val[p] over the postings of chunk rows lo..hi (features feats[lo:hi],
+    sorted) that the query (sorted features q_idx) has. A dense feature -> row map (row_of, -1 where absent;
+    empty for most groups) costs one read per query feature, the others one binary search."""
     if row_of.shape[0] > 0:
         for a in range(q_idx.shape[0]):
             r = row_of[q_idx[a]]
             if r >= 0:
                 v = q_val[a]
-                for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
-                    acc[chunk_slot[p]] += v * chunk_val[p]
+                for p in range(row_ptr[r], row_ptr[r + 1]):
+                    acc[post_pos[p]] += v * post_val[p]
         return
     for a in range(q_idx.shape[0]):
         f = q_idx[a]
         # the chunk's features are sorted and so are the query's: search only to the right of the last hit
-        r = lo + np.searchsorted(chunk_feats[lo:hi], f)
-        if r < hi and chunk_feats[r] == f:
+        r = lo + np.searchsorted(feats[lo:hi], f)
+        if r < hi and feats[r] == f:
             v = q_val[a]
-            for p in range(chunk_row_ptr[r], chunk_row_ptr[r + 1]):
-                acc[chunk_slot[p]] += v * chunk_val[p]
+            for p in range(row_ptr[r], row_ptr[r + 1]):
+                acc[post_pos[p]] += v * post_val[p]
             lo = r + 1
         else:
             lo = r
         if lo >= hi:
             break
+
+
+@njit(cache=True, inline="always")
+def _group_scores(q_idx, q_val, lo, hi, row_of, s0, s1, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
+                  slot_bias, acc):
+    """acc[s - s0] = bias_s + w_s . x for the slots s0..s1 of one group (a leaf cluster, or the children of one
+    tree node), stored feature-major as chunk rows lo..hi."""
+    for s in range(s0, s1):
+        acc[s - s0] = slot_bias[s]
+    _accumulate(q_idx, q_val, lo, hi, row_of, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, acc)
 
 
 @njit(cache=True, inline="always")
@@ -184,8 +191,8 @@ def _score_query(
     beam_clusters, beam_scores,  # its top-b leaf clusters from the upper layers, path scores ** path_exponent
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,  # observed items, feature-major per cluster
     base_slot_ptr,  # observed slots of cluster c: base_slot_ptr[c] .. base_slot_ptr[c+1]
-    cluster_head, entry_slot, entry_next,  # inserted items of cluster c: entries linked from cluster_head[c]
-    w_ptr, w_idx, w_val,  # item-major weights of every slot (used for inserted items)
+    ins,  # inserted items per cluster: an `inserted.Layout`
+    w_ptr, w_idx, w_val,  # item-major weights of every slot (used for the inserted items' tails)
     slot_bias, slot_alive, n_base, subset, post,
     acc, dense_q, seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score, out_slot,
 ):
@@ -211,11 +218,25 @@ def _score_query(
                 if slot_alive[s] and v >= floor:
                     size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
                     floor = _raw_floor(h_score, size, cap, parent, post)
-        if subset != 1:  # inserted items: gather against the dense query, through the small filter seen_q
+        if subset != 1:  # inserted items: the cluster's chunk, then its tail item by item (see `xrmeta.inserted`)
+            j0 = ins.slot_lo[c]
+            j1 = ins.slot_hi[c]
+            if j1 > j0:
+                for j in range(j0, j1):
+                    acc[j - j0] = slot_bias[ins.slots[j]]
+                _accumulate(q_idx, q_val, ins.row_lo[c], ins.row_hi[c], NO_MAP, ins.feats, ins.row_ptr, ins.local,
+                            ins.val, acc)
+                floor = _raw_floor(h_score, size, cap, parent, post)
+                for j in range(j0, j1):
+                    s = ins.slots[j]
+                    v = acc[j - j0]
+                    if slot_alive[s] and v >= floor:
+                        size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
+                        floor = _raw_floor(h_score, size, cap, parent, post)
             floor = _raw_floor(h_score, size, cap, parent, post)
-            e = cluster_head[c]
-            while e >= 0:
-                s = entry_slot[e]
+            e = ins.head[c]
+            while e >= 0:  # the tail: gather against the dense query, through the small filter seen_q
+                s = ins.entry_slot[e]
                 if slot_alive[s]:
                     v = slot_bias[s]
                     for p in range(w_ptr[s], w_ptr[s + 1]):
@@ -224,7 +245,7 @@ def _score_query(
                     if v >= floor:
                         size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
                         floor = _raw_floor(h_score, size, cap, parent, post)
-                e = entry_next[e]
+                e = ins.entry_next[e]
     for a in range(nq):
         dense_q[q_idx[a]] = 0.0
         seen_q[q_idx[a] & SEEN_MASK] = False
@@ -255,7 +276,7 @@ def _exponentiate(scores, n, exponent):
 def leaf_topk(
     x_ptr, x_idx, x_val, b_ptr, b_idx, b_val,
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-    cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
     n_base, max_cluster_size, subset, post, path_exponent, k, heap, dense_q,
 ):
     """Top-k slots and scores for each query row of X, given each row's beam clusters (CSR b_*).
@@ -284,7 +305,7 @@ def leaf_topk(
                 x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]],
                 b_idx[b_ptr[i] : b_ptr[i + 1]], b_score[:nb],
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-                cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
+                ins, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
                 post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score[i],
                 out_slot[i],
             )
@@ -356,37 +377,49 @@ def search_topk(
     x_ptr, x_idx, x_val,
     layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
     dense_of_group, dense_rows, u_post, beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
-    base_slot_ptr,
-    cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    base_slot_ptr, ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
     n_base, max_group_size, subset, post, path_exponent, k, heap, n_threads, dense_q,
 ):
     """The whole search in one call: beam search down the upper layers, then leaf scoring (`leaf_topk`) of the
-    items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1."""
+    items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1.
+
+    A batch is searched in two passes: every query's beam first, then the leaf scoring in the order of the
+    queries' best clusters, so that queries reading the same clusters follow each other and find them in cache
+    (as PECOS sorts its work by chunk); that halved the time of a batch of Home Depot queries."""
     n = x_ptr.shape[0] - 1
     out_slot = np.full((n, k), -1, dtype=np.int64)
     out_score = np.zeros((n, k), dtype=np.float32)
     n_chunks = min(n, n_threads, dense_q.shape[0])
+    beam_cluster = np.full((n, beam), -1, dtype=np.int64)
+    beam_score = np.zeros((n, beam), dtype=np.float32)
+    n_beam = np.zeros(n, dtype=np.int64)
     for t in prange(n_chunks):
-        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q = _leaf_scratch(k, heap, max_group_size)
-        b_score = np.empty(beam, dtype=np.float32)
-        b_cluster = np.empty(beam, dtype=np.int64)
+        acc = np.zeros(max_group_size, dtype=np.float32)
         hb_score = np.empty(beam, dtype=np.float32)
         hb_node = np.empty(beam, dtype=np.int64)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             q_idx = x_idx[x_ptr[i] : x_ptr[i + 1]]
-            q_val = x_val[x_ptr[i] : x_ptr[i + 1]]
             if q_idx.shape[0] == 0:  # no known term: no evidence for any item (left padded: slot -1)
                 continue
-            nb = _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot,
-                              u_val, u_bias, slot_node, node_slot, dense_of_group, dense_rows, u_post, beam, acc,
-                              hb_score, hb_node, b_score, b_cluster)
-            _exponentiate(b_score, nb, path_exponent)
+            n_beam[i] = _beam_search(q_idx, x_val[x_ptr[i] : x_ptr[i + 1]], layer_slot_ptr, group_slot_ptr,
+                                     u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
+                                     dense_of_group, dense_rows, u_post, beam, acc, hb_score, hb_node,
+                                     beam_score[i], beam_cluster[i])
+            _exponentiate(beam_score[i], n_beam[i], path_exponent)
+    order = np.argsort(beam_cluster[:, 0], kind="mergesort") if n > 1 else np.zeros(n, dtype=np.int64)
+    for t in prange(n_chunks):
+        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q = _leaf_scratch(k, heap, max_group_size)
+        for j in range(t * n // n_chunks, (t + 1) * n // n_chunks):
+            i = order[j]
+            nb = n_beam[i]
+            if nb == 0:
+                continue
             _score_query(
-                q_idx, q_val, b_cluster[:nb], b_score[:nb],
-                chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
-                cluster_head, entry_slot, entry_next, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
-                post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score[i],
-                out_slot[i],
+                x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], beam_cluster[i, :nb],
+                beam_score[i, :nb], chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
+                base_slot_ptr, ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+                n_base, subset, post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table,
+                out_score[i], out_slot[i],
             )
     return out_slot, out_score
 

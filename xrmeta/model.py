@@ -47,6 +47,7 @@ FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every f
 ASSIGNERS = ("vote", "centroid", "route")
 AUTO = "auto"  # at training: the assigner that puts observed items, treated as new, where their queries' beams reach
 SELECTORS = ("pruned", "exact")
+MAX_TRUST_QUERIES = 2000  # held-out queries the title trust is fitted on (its ~20 parameters need no more)
 MAX_CLUSTERS_PER_ITEM = 8  # the search keeps k * m candidates to drop an item's repeats: m stays small
 
 
@@ -497,7 +498,7 @@ def _fit_title_trust(X, Y, catalog: Catalog, upper: UpperLayers, selector: Selec
     held = hold_out(X, Ys, selector.Z, catalog.weights(np.arange(n_base)), catalog.slot_bias.view[:n_base],
                     slot_cluster, catalog.base_slot_ptr, tree, config.max_items, config.proxy_frac,
                     config.observed_query_frac, rng, threads if threads > 0 else numba.get_num_threads())
-    beams = upper.beams(X[held.queries], tree.beam_size).tocsr()
+    beams = upper.beams(X[held.queries[:MAX_TRUST_QUERIES]], tree.beam_size).tocsr()
     beams.sort_indices()
     trust = fit_title_trust(X, Ys, selector.Z, held, beams, slot_cluster, catalog.n_clusters, rng, verbose=verbose)
     return held, trust

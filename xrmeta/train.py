@@ -16,7 +16,7 @@ from .kernels import POST_PROCESSORS
 from .model import ASSIGNERS, AUTO, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
 from .train_generator import add_generator_args, learned_config
-from .tree import LABEL_EMBEDDINGS, TreeConfig
+from .tree import LABEL_EMBEDDINGS, TITLE_LAYERS, TreeConfig
 
 
 def finite(text: str) -> float:
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--title-weight", type=finite, default=1.0,
                    help="each item's title joins the training instances, labelled with its item, with this weight "
                    "on its positive loss (0: clicks only)")
+    g.add_argument("--title-layers", choices=TITLE_LAYERS, default="all",
+                   help="which layers the titles train: all, or upper (the clustering and the layers above the "
+                   "leaves; leaf classifiers then learn from clicks only and train as fast as without titles)")
     g.add_argument("--no-observed-titles", action="store_true",
                    help="serve the leaf layer exactly as PECOS trained it (its top-k then equals PECOS's predict); "
                    "by default each trained item's classifier mixes in its own title, trusted by how many clicks "
@@ -112,6 +115,7 @@ def main(argv=None) -> int:
             TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha, branching=args.branching,
                        max_leaf_size=args.max_leaf_size, threshold=args.threshold, beam_size=args.beam_size,
                        post_processor=args.post_processor, seed=args.seed, title_weight=args.title_weight,
+                       title_layers=args.title_layers,
                        observed_titles=not args.no_observed_titles),
             ColdStartConfig(k=args.k, selector=args.selector, max_postings=args.max_postings,
                             n_candidates=args.n_candidates, assign=args.assign, generator=args.generator,

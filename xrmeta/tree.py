@@ -27,12 +27,14 @@ from .catalog import feature_major
 from .kernels import POST_PROCESSORS, upper_beams
 
 LABEL_EMBEDDINGS = ("pifa", "title", "mix")
+TITLE_LAYERS = ("all", "upper")
 
 
 @dataclass
 class TreeConfig:
     label_embedding: str = "pifa"  # pifa | title | mix
     title_weight: float = 1.0  # weight of each item's title as a training instance; 0: clicks only
+    title_layers: str = "all"  # all | upper: the layers the titles train (upper: the leaf classifiers learn clicks only)
     # observed items' served classifiers mix in their titles, trusted by click count (`xrmeta.ground`); False:
     # the leaf layer exactly as PECOS trained it (xrmeta's top-k then equals PECOS's predict)
     observed_titles: bool = True
@@ -57,6 +59,8 @@ class TreeConfig:
             raise ValueError(f"post_processor must be one of {sorted(POST_PROCESSORS)}, got {self.post_processor!r}")
         if self.threshold < 0:
             raise ValueError("threshold must be >= 0")
+        if self.title_layers not in TITLE_LAYERS:
+            raise ValueError(f"title_layers must be one of {TITLE_LAYERS}, got {self.title_layers!r}")
         if not (self.title_weight >= 0 and np.isfinite(self.title_weight)):
             raise ValueError(f"title_weight must be a finite number >= 0, got {self.title_weight}")
 
@@ -96,11 +100,14 @@ def training_instances(X, Y, Z, title_weight: float):
 
 def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearModel:
     """Train XR-Linear on queries X (n x F), labels Y (n x L) and item title TF-IDF Z (L x F) (see
-    `training_instances` for how titles join the queries)."""
+    `training_instances` for how titles join the queries). With title_layers "upper" the titles train the
+    clustering and the layers above the leaves only: the leaf classifiers learn from the clicks alone (an item's
+    own title reaches its served classifier through `xrmeta.ground` instead), which keeps the leaf layer's
+    training as cheap as without titles."""
     config.validate()
-    X, Y, R = training_instances(X, Y, Z, config.title_weight)
-    emb = label_embeddings(X, Y if R is None else R, Z, config)
-    n_labels = Y.shape[1]
+    X_all, Y_all, R = training_instances(X, Y, Z, config.title_weight)
+    emb = label_embeddings(X_all, Y_all if R is None else R, Z, config)
+    n_labels = Y_all.shape[1]
     if n_labels <= config.max_leaf_size:
         # too few labels for a tree: one root cluster above the leaves (PECOS needs >= 2 leaf clusters to
         # split, so build the chain by hand)
@@ -114,19 +121,20 @@ def train_xlinear(X, Y, Z, config: TreeConfig, threads: int = -1) -> XLinearMode
             seed=config.seed,
             threads=threads,
         )
-    return XLinearModel.train(
-        X,
-        Y.tocsc(),
-        C=chain,
-        threshold=config.threshold,
-        Cp=config.Cp,
-        Cn=config.Cn,
-        threads=threads,
-        beam_size=config.beam_size,
-        post_processor=config.post_processor,
-        only_topk=config.beam_size,
-        **({} if R is None else dict(R=R.tocsc(), rel_mode="induce", rel_norm="no-norm")),
-    )
+
+    def train(X, Y, R=None, **mode):
+        return XLinearModel.train(
+            X, Y.tocsc(), C=chain, threshold=config.threshold, Cp=config.Cp, Cn=config.Cn, threads=threads,
+            beam_size=config.beam_size, post_processor=config.post_processor, only_topk=config.beam_size,
+            **({} if R is None else dict(R=R.tocsc(), rel_mode="induce", rel_norm="no-norm")), **mode)
+
+    if config.title_layers == "all" or config.title_weight == 0 or len(chain) < 2:
+        return train(X_all, Y_all, R)
+    Yq = smat.csr_matrix(Y, dtype=np.float32)
+    Yq.data[:] = 1.0
+    matcher = train(X_all, Y_all, R, mode="matcher", ranker_level=1)
+    ranker = train(smat.csr_matrix(X, dtype=np.float32), Yq, mode="ranker", ranker_level=1)
+    return XLinearModel(matcher.model + ranker.model)
 
 
 class UpperLayers:
@@ -234,7 +242,7 @@ class UpperLayers:
 # A group (the children of one node) whose chunk holds at least this share of all features gets a dense
 # feature -> row map: near the root a chunk holds most features, and a binary search over them per query
 # feature was a third of a beam search. The maps of all groups together take at most DENSE_MAP_BYTES.
-DENSE_MIN_SHARE = 1 / 16
+DENSE_MIN_SHARE = 1 / 64
 DENSE_MAP_BYTES = 32 << 20
 
 

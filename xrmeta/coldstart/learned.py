@@ -59,6 +59,7 @@ forward pass during `add_items`. A test checks that it agrees with torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -74,7 +75,7 @@ from tqdm import tqdm
 from .. import kernels
 from .generate import Calibration, Generator, Plan
 from .select import neighbours_excluding
-from .training import HeldOut, hold_out, listwise_loss, log_path, pair_dots, query_pairs
+from .training import Adam, HeldOut, hold_out, listwise_loss, log_path, pair_dots, query_pairs
 
 N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
 GENERATOR_FILE = "generator.npz"
@@ -109,6 +110,7 @@ class LearnedConfig:
     bias_margin: float = 1.0  # the calibrated bias shift is lowered by this much (fresh queries; see below)
     beam_size: int = 10  # beam used to mine tree negatives
     max_items: int = 6000  # whole leaf clusters are sampled until this many items
+    max_queries: int = 2000  # held-out queries the loss ranks candidates for (a random sample of them)
     proxy_frac: float = 0.5  # of the sampled items with a training query: held out as proxies for new items
     seed: int = 0
 
@@ -335,6 +337,7 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
     titles = _as_if_unseen(Z, X, held.proxies, fb, n_blocks, model.configs.featurizer.min_df)
     nbrs, sims = neighbours_excluding(model.selector, titles, held.proxies, k)
     tokens, valid = token_features(titles, nbrs, sims, Z, stats, fb, n_blocks)
+    held = dataclasses.replace(held, queries=held.queries[: config.max_queries])
     beams = model.upper.beams(X[held.queries], config.beam_size, threads=1).tocsr()
     beams.sort_indices()
     pairs = _make_pairs(X, Ys, held, titles, nbrs, W, bias, beams, slot_cluster, cat.n_clusters, fb, n_blocks,
@@ -372,7 +375,7 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
     T = {name: torch.as_tensor(a) for name, a in dict(tokens=tokens, valid=valid, **vars(pairs)).items()}
     temperature = torch.nn.Parameter(torch.tensor(1.0))
     offset = torch.nn.Parameter(torch.tensor(0.0))
-    opt = torch.optim.Adam(list(net.parameters()) + [temperature, offset], lr=config.lr)
+    opt = Adam(list(net.parameters()) + [temperature, offset], lr=config.lr)
     weight = 1.0 + (config.pos_weight - 1.0) * T["label"]
     new = T["item"] >= 0
     group_all = torch.as_tensor(np.unique(pairs.query, return_inverse=True)[1])
@@ -382,7 +385,6 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
     try:
         bar = tqdm(range(config.steps), desc="training generator", disable=not verbose, leave=False)
         for _ in bar:
-            opt.zero_grad()
             s = _pair_scores(net, T)
             log_score = (torch.nn.functional.logsigmoid(s) if post == 0 else
                          -torch.relu(1.0 - s) ** post - SATURATION_SLOPE * torch.relu(s - 1.0))
@@ -391,8 +393,7 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
                 loss = listwise_loss(logit, group_all, T["label"]) + listwise_loss(logit[new], group_new, T["label"][new])
             else:
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + offset, T["label"], weight=weight)
-            loss.backward()
-            opt.step()
+            opt.step(loss)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         with torch.no_grad():
             scores = _pair_scores(net, T).numpy()

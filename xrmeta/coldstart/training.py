@@ -33,7 +33,7 @@ class HeldOut:
 
     proxies: np.ndarray  # slots of the stand-ins for new items
     rest: np.ndarray  # slots whose classifiers were retrained
-    queries: np.ndarray  # held-out rows of X
+    queries: np.ndarray  # held-out rows of X, in random order (a prefix is a random sample of them)
     W: smat.csr_matrix  # (n_base, n_features)
     bias: np.ndarray  # (n_base,)
     clicks: np.ndarray  # (n_base,)
@@ -52,7 +52,7 @@ def hold_out(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix, W: sm
     held[queries] = True
     clicks = np.diff(Ys.tocsc().indptr).astype(np.int64)
     clicks[rest] -= np.asarray(Ys[held][:, rest].sum(axis=0)).ravel().astype(np.int64)
-    return HeldOut(proxies, rest, queries, W_r, bias_r, clicks)
+    return HeldOut(proxies, rest, rng.permutation(queries), W_r, bias_r, clicks)
 
 
 def _choose_proxies(base_slot_ptr, Ys: smat.csr_matrix, max_items: int, proxy_frac: float, rng):
@@ -114,7 +114,7 @@ def _held_out_classifiers(X, Ys, Zs, W, bias, slot_cluster, proxies, rest, queri
     used = np.flatnonzero((M.getnnz(axis=1) > 0) & ~held_out)
     inst, Y, Mi = X[used], Ys[used][:, rest].astype(np.float32), M[used]
     R = None
-    if tree.title_weight > 0:  # the rest items' titles, each a positive of its own item in its own cluster
+    if tree.title_weight > 0 and tree.title_layers == "all":  # the rest items' titles, each its own positive
         n_r = len(rest)
         inst = smat.vstack([inst, Zs[rest]], format="csr")
         Y = smat.vstack([Y, smat.identity(n_r, dtype=np.float32, format="csr")], format="csr")
@@ -211,9 +211,10 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
 
 # ---------------------------------------------------------------- title trust
 def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix, held: HeldOut, beams,
-                    slot_cluster: np.ndarray, n_clusters: int, rng, negatives: int = 64, steps: int = 300,
+                    slot_cluster: np.ndarray, n_clusters: int, rng, negatives: int = 32, steps: int = 200,
                     lr: float = 0.05, path_exponent: float = 0.0, verbose: bool = False) -> TitleTrust:
-    """Fit `TitleTrust` on held-out clicks: for each held-out query (beams: its beam clusters) its relevant
+    """Fit `TitleTrust` on held-out clicks: for each held-out query (beams: the beam clusters of the first
+    beams.shape[0] of held.queries, which come in random order) its relevant
     retrained (rest) items against `negatives` observed items drawn from its whole beam, every one scored
     sigmoid(a[b] * (x . w + bias) + beta[b] * x . z + c[b]) with a classifier that never saw the query as a
     positive (an observed item outside the sample that is relevant to it is left out). The loss is listwise, the
@@ -227,13 +228,14 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
     pool = np.arange(n_base)
     retrained = np.zeros(n_base, dtype=bool)
     retrained[held.rest] = True
-    row, items, label = query_pairs(smat.csr_matrix(Ys[held.queries]), beams, pool,
+    queries = held.queries[: beams.shape[0]]
+    row, items, label = query_pairs(smat.csr_matrix(Ys[queries]), beams, pool,
                                     np.asarray(slot_cluster[:n_base], dtype=np.int64), n_clusters, negatives, 0, rng)
     keep = retrained[items] | (label == 0)  # a classifier trained on the query as a positive would give it away
     row, items, label = row[keep], items[keep], label[keep]
     if label.sum() == 0:
         raise TrainingError("no held-out click on a retrained item: cannot fit the title trust")
-    q = held.queries[row]
+    q = queries[row]
     u = pair_dots(X, q, held.W, items) + held.bias[items]
     v = pair_dots(normalize(X), q, normalize(Zs), items)
     trust = TitleTrust(post_processor="sigmoid", path_exponent=path_exponent)
@@ -248,17 +250,15 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
          "temp": torch.tensor(1.0)}  # softplus(0.5413) = 1
     for t in p.values():
         t.requires_grad_(True)
-    opt = torch.optim.Adam(p.values(), lr=lr)
+    opt = Adam(list(p.values()), lr=lr)
     softplus = torch.nn.functional.softplus
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a few hundred thousand pairs: threads only add synchronization
+    torch.set_num_threads(1)  # some ten thousand pairs: threads only add synchronization
     try:
         for _ in range(steps):
-            opt.zero_grad()
             s = softplus(p["a"])[T["b"]] * T["u"] + softplus(p["beta"])[T["b"]] * T["v"] + p["c"][T["b"]]
             loss = listwise_loss(p["temp"] * (torch.nn.functional.logsigmoid(s) + T["lp"]), T["group"], T["label"])
-            loss.backward()
-            opt.step()
+            opt.step(loss)
     finally:
         torch.set_num_threads(old_threads)
     with torch.no_grad():
@@ -269,6 +269,32 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
         print(f"  title trust: a {trust.a}, beta {trust.beta}, c {trust.c} ({int(label.sum())} held-out clicks, "
               f"{len(label)} pairs, loss {float(loss.detach()):.4f})", flush=True)
     return trust
+
+
+class Adam:
+    """Adam on a few tensors, full batch. torch.optim's first optimizer imports torch._dynamo (about a second
+    and a half, more than either fit here); this is the same update rule."""
+
+    def __init__(self, params: list, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, loss) -> None:
+        import torch
+
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        self.t += 1
+        b1, b2 = self.betas
+        with torch.no_grad():
+            for p, g, m, v in zip(self.params, grads, self.m, self.v):
+                if g is None:  # a parameter this loss does not use (the BCE offset, under the listwise loss)
+                    continue
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.sub_(self.lr * (m / (1 - b1**self.t)) / ((v / (1 - b2**self.t)).sqrt() + self.eps))
 
 
 def listwise_loss(logit, group, label):
