@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 TAIL_MIN = 4  # entries a cluster's tail may hold before its chunk is rebuilt (and at most half the chunk)
 
@@ -101,16 +102,10 @@ class Chunks:
         catalogue's item-major (w_ptr, w_idx, w_val) views; alive: its alive flags. Per-cluster arrays are
         replaced, never written in place: published layouts stay as they were."""
         head, tail_count = self.head.copy(), self.tail_count.copy()
-        new = np.arange(first_entry, len(entry_slot))
-        next_ = np.empty(len(new), dtype=np.int32)
-        for i, e in enumerate(new):
-            c = entry_cluster[e]
-            next_[i] = head[c]
-            head[c] = e
-            tail_count[c] += 1
+        next_ = _link(head, tail_count, np.asarray(entry_cluster[first_entry:], dtype=np.int64), first_entry)
         self.entry_next.extend(next_)
         self.head, self.tail_count = head, tail_count
-        touched = np.unique(entry_cluster[new])
+        touched = np.unique(entry_cluster[first_entry:])
         chunk = self.slot_hi[touched] - self.slot_lo[touched]
         full = touched[self.tail_count[touched] >= np.maximum(TAIL_MIN, chunk // 2)]
         if len(full):
@@ -119,20 +114,10 @@ class Chunks:
     def rebuild(self, clusters: np.ndarray, entry_slot: np.ndarray, weights, alive) -> None:
         """New chunks for the given clusters from their live entries (chunk, then tail, in entry order); their
         tails become empty. One vectorised pass over all their weights."""
-        slots, owner = [], []
-        for c in clusters:
-            tail = []
-            e = self.head[c]
-            while e >= 0:
-                tail.append(entry_slot[e])
-                e = self.entry_next.buf[e]
-            old = self.slots.view[self.slot_lo[c] : self.slot_hi[c]]
-            both = np.concatenate([old, np.array(tail[::-1], dtype=np.int32)])
-            both = both[alive[both]]
-            slots.append(both)
-            owner.append(np.full(len(both), c, dtype=np.int64))
-        self.build(np.asarray(clusters, dtype=np.int64), np.concatenate(slots) if slots else np.zeros(0, np.int32),
-                   np.concatenate(owner) if owner else np.zeros(0, np.int64), weights)
+        clusters = np.asarray(clusters, dtype=np.int64)
+        slots, owner = _live_entries(clusters, self.slot_lo, self.slot_hi, self.slots.buf, self.head,
+                                     self.entry_next.buf, np.asarray(entry_slot), np.asarray(alive))
+        self.build(clusters, slots, owner, weights)
 
     def build(self, clusters: np.ndarray, slots: np.ndarray, owner: np.ndarray, weights) -> None:
         """Chunks for `clusters` holding `slots` (grouped by their cluster `owner`, in the order given)."""
@@ -142,30 +127,19 @@ class Chunks:
         slots, owner = slots[order], owner[order]
         start = np.searchsorted(owner, clusters)
         count = np.searchsorted(owner, clusters, side="right") - start
-        local = np.arange(len(slots)) - np.repeat(start, count)  # position in its cluster's slot list
-        nnz = (w_ptr[slots + 1] - w_ptr[slots]).astype(np.int64)
-        item = np.repeat(np.arange(len(slots)), nnz)
-        pos = w_ptr[slots][item] + (np.arange(nnz.sum()) - np.repeat(np.cumsum(nnz) - nnz, nnz))
-        feat, val, cl = w_idx[pos].astype(np.int64), w_val[pos], owner[item]
-        o = np.lexsort((local[item], feat, cl))  # postings by (cluster, feature, position)
-        feat, val, cl, post_local = feat[o], val[o], cl[o], local[item][o]
-        new_row = np.ones(len(o), dtype=bool)
-        new_row[1:] = (feat[1:] != feat[:-1]) | (cl[1:] != cl[:-1])
-        row_start = np.flatnonzero(new_row)
-        row_cluster = cl[row_start]
+        feats, row_ends, local, val, rows_of = _feature_major(slots, start, count, w_ptr, w_idx, w_val)
         base_row, base_post, base_slot = self.row_ptr.n - 1, self.local.n, self.slots.n
-        self.feats.extend(feat[row_start].astype(np.int32))
         # row r ends where row r + 1 starts; the array's last element ends the last row (row_ptr has one more
-        # element than feats, and no rows add no pointer)
-        ends = np.append(row_start[1:], len(o)) if len(row_start) else np.zeros(0, dtype=np.int64)
-        self.row_ptr.extend(base_post + ends.astype(np.int64))
-        self.local.extend(post_local.astype(np.int32))
-        self.val.extend(val.astype(np.float32))
+        # element than feats)
+        self.feats.extend(feats)
+        self.row_ptr.extend(base_post + row_ends)
+        self.local.extend(local)
+        self.val.extend(val)
         self.slots.extend(slots.astype(np.int32))
         row_lo, row_hi, slot_lo, slot_hi = (a.copy() for a in (self.row_lo, self.row_hi, self.slot_lo, self.slot_hi))
-        first_row = np.searchsorted(row_cluster, clusters)
+        first_row = np.concatenate([[0], np.cumsum(rows_of)[:-1]]).astype(np.int64)
         row_lo[clusters] = base_row + first_row
-        row_hi[clusters] = base_row + np.searchsorted(row_cluster, clusters, side="right")
+        row_hi[clusters] = base_row + first_row + rows_of
         slot_lo[clusters] = base_slot + start
         slot_hi[clusters] = base_slot + start + count
         self.row_lo, self.row_hi, self.slot_lo, self.slot_hi = row_lo, row_hi, slot_lo, slot_hi
@@ -174,3 +148,100 @@ class Chunks:
         tail_count[clusters] = 0
         self.head, self.tail_count = head, tail_count
         self.widest = max(self.widest, int(count.max(initial=0)))
+
+
+@njit(cache=True)
+def _link(head, tail_count, cluster, first_entry):
+    """Push entries first_entry, first_entry + 1, ... (their clusters given) at the heads of their clusters'
+    tails (head and tail_count updated in place); returns their next pointers."""
+    next_ = np.empty(cluster.shape[0], dtype=np.int32)
+    for i in range(cluster.shape[0]):
+        c = cluster[i]
+        next_[i] = head[c]
+        head[c] = first_entry + i
+        tail_count[c] += 1
+    return next_
+
+
+@njit(cache=True)
+def _live_entries(clusters, slot_lo, slot_hi, slots, head, entry_next, entry_slot, alive):
+    """(slots, owner cluster) of the live entries of the given clusters: each cluster's chunk, then its tail
+    oldest first (entry order)."""
+    n = 0
+    for c in clusters:
+        n += slot_hi[c] - slot_lo[c]
+        e = head[c]
+        while e >= 0:
+            n += 1
+            e = entry_next[e]
+    out = np.empty(n, dtype=np.int32)
+    owner = np.empty(n, dtype=np.int64)
+    m = 0
+    for c in clusters:
+        for j in range(slot_lo[c], slot_hi[c]):
+            if alive[slots[j]]:
+                out[m] = slots[j]
+                owner[m] = c
+                m += 1
+        e = head[c]
+        tail_start = m
+        while e >= 0:  # newest first: written backwards below
+            if alive[entry_slot[e]]:
+                m += 1
+            e = entry_next[e]
+        pos = m - 1
+        e = head[c]
+        while e >= 0:
+            if alive[entry_slot[e]]:
+                out[pos] = entry_slot[e]
+                owner[pos] = c
+                pos -= 1
+            e = entry_next[e]
+        assert pos == tail_start - 1
+    return out[:m], owner[:m]
+
+
+@njit(cache=True)
+def _feature_major(slots, start, count, w_ptr, w_idx, w_val):
+    """Per cluster (its slots: slots[start[i] : start[i] + count[i]]), the feature-major chunk of their item-major
+    weights: rows (features, sorted) and postings (position in the cluster's slots, weight) in position order.
+    Returns (feats, row_ends, local, val, rows per cluster); row_ends are offsets into the postings returned."""
+    total = 0
+    for j in range(slots.shape[0]):
+        total += w_ptr[slots[j] + 1] - w_ptr[slots[j]]
+    feats = np.empty(total, dtype=np.int32)
+    row_ends = np.empty(total, dtype=np.int64)
+    local = np.empty(total, dtype=np.int32)
+    val = np.empty(total, dtype=np.float32)
+    rows_of = np.zeros(count.shape[0], dtype=np.int64)
+    n_rows = 0
+    p = 0
+    for i in range(count.shape[0]):
+        m = 0
+        for j in range(start[i], start[i] + count[i]):
+            m += w_ptr[slots[j] + 1] - w_ptr[slots[j]]
+        key = np.empty(m, dtype=np.int64)
+        pv = np.empty(m, dtype=np.float32)
+        q = 0
+        for j in range(start[i], start[i] + count[i]):
+            for a in range(w_ptr[slots[j]], w_ptr[slots[j] + 1]):
+                key[q] = np.int64(w_idx[a]) * count[i] + (j - start[i])  # by feature, then position
+                pv[q] = w_val[a]
+                q += 1
+        order = np.argsort(key)  # keys are distinct: an item has each feature once
+        last = -1
+        for o in order:
+            f = key[o] // count[i]
+            if f != last:
+                if last >= 0:
+                    row_ends[n_rows - 1] = p
+                feats[n_rows] = f
+                n_rows += 1
+                rows_of[i] += 1
+                last = f
+            local[p] = key[o] - f * count[i]
+            val[p] = pv[o]
+            p += 1
+        if last >= 0:
+            row_ends[n_rows - 1] = p
+    return feats[:n_rows], row_ends[:n_rows], local, val, rows_of

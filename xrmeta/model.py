@@ -234,7 +234,7 @@ class XRMetaModel:
         cs = self.configs.coldstart
         how, m = cs.assign, cs.clusters_per_item  # AUTO is resolved by training; left unresolved it means "vote"
         if how == "route":
-            return route_clusters(self.upper.beams(S, beam_size=m), m)
+            return self.upper.top_clusters(S, beam_size=m, threads=numba.get_num_threads())[0]
         if how == "centroid":
             return assign_centroid(S, self.centroids, m)
         fallback = np.zeros(len(nbrs), dtype=np.int64)  # items with no neighbour at all go to the nearest centroid
@@ -266,7 +266,7 @@ class XRMetaModel:
         choices = {
             "vote": assign_vote(nbrs, sims, cluster, fallback)[:, 0],
             "centroid": left_out,
-            "route": route_clusters(self.upper.beams(S, beam_size=1), 1)[:, 0],
+            "route": self.upper.top_clusters(S, beam_size=1)[0][:, 0],
         }
         pairs = Ys[:, items].tocoo()  # (query, position in items)
         queries, at = np.unique(pairs.row, return_inverse=True)
@@ -454,17 +454,6 @@ class XRMetaModel:
                 model.log.close()
             raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
         return model
-
-
-def route_clusters(beams: smat.csr_matrix, m: int) -> np.ndarray:
-    """(n, m) leaf clusters of each row of a beam matrix (queries x clusters, path scores), best first, -1 padded."""
-    beams = smat.csr_matrix(beams)
-    out = np.full((beams.shape[0], m), -1, dtype=np.int64)
-    for i in range(beams.shape[0]):
-        a, b = beams.indptr[i], beams.indptr[i + 1]
-        order = np.lexsort((beams.indices[a:b], -beams.data[a:b]))[:m]
-        out[i, : len(order)] = beams.indices[a:b][order]
-    return out
 
 
 def make_selector(Z: smat.spmatrix, config: ColdStartConfig) -> Selector:

@@ -222,21 +222,25 @@ class UpperLayers:
                 a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.dense_of_group,
                 self.dense_rows, self.post)
 
-    def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
-        """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
+    def top_clusters(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(clusters, path scores), both (n, beam_size): the top-`beam_size` leaf clusters of each row of X, best
+        first; cluster -1 where there are fewer."""
         if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
             raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
         n_threads = threads if threads > 0 else numba.get_num_threads()
-        clusters, scores = upper_beams(X.indptr.astype(np.int64), X.indices, X.data, *self.kernel_args(),
-                                       int(beam_size), self.max_group_size, n_threads)
+        return upper_beams(X.indptr.astype(np.int64), X.indices, X.data, *self.kernel_args(), int(beam_size),
+                           self.max_group_size, n_threads)
+
+    def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
+        """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
+        clusters, scores = self.top_clusters(X, beam_size, threads)
         keep = clusters >= 0
         indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         B = smat.csr_matrix((scores[keep], clusters[keep], indptr), shape=(X.shape[0], self.n_clusters))
         B.sort_indices()
         return B
-
 
 
 # A group (the children of one node) whose chunk holds at least this share of all features gets a dense
