@@ -19,10 +19,9 @@ import time
 import numba
 import numpy as np
 
-from xrmeta.evaluate import evaluate_model, insert_novel
+from xrmeta.evaluate import bm25, evaluate_model, insert_novel, title_tfidf
 
 from . import common as C
-from .coldstart_table import bm25, title_tfidf
 
 SETS = ("observed", "zero_shot", "generalized")
 METRICS = ("P@1", "P@5", "R@10", "R@100")
@@ -57,7 +56,7 @@ def run_seed(dataset: str, seed: int, extra: list[str]) -> dict:
     xr = next(v for name, v in results.items() if name.startswith("xrmeta"))
     return {
         "xrmeta": xr, "PECOS": results["XR-Linear (PECOS)"],
-        "BM25": {es.name: bm25(data, es)[0] for es in split.eval_sets()},
+        "BM25": {es.name: bm25(data, es) for es in split.eval_sets()},
         "title TF-IDF": {es.name: title_tfidf(model, data, es) for es in split.eval_sets()},
         "reach zero_shot": reach(model, data, split.zero_shot_set, beam),
         "reach observed": reach(model, data, split.observed_set, beam),

@@ -22,7 +22,7 @@ from . import common as C
 ROOT = Path(__file__).resolve().parents[1]
 # per dataset, in the order BENCHMARKS.md shows them; after the first dataset's peers, the synthetic scale check;
 # after its last section, the synthetic memory check. Sections whose module is absent are skipped.
-SECTIONS = ("peers", "train_cost", "latency", "insertion", "selector", "coldstart_table", "generator_ablation")
+SECTIONS = ("grounding", "peers", "train_cost", "latency", "insertion", "selector", "generator_ablation")
 SYNTHETIC_ONLY = ("scale", "memory")
 ABOUT = {
     "peers": "recall vs latency against PECOS, omikuji, napkinXC, BM25 and MiniLM + hnswlib; build cost; zero-shot "
@@ -32,15 +32,20 @@ ABOUT = {
     "latency": "xrmeta vs PECOS predict-only at beams 1, 10, 50, with a top-k equality check",
     "insertion": "items/s from title to searchable item, step breakdown",
     "selector": "neighbour search for new items: exact, pruned, HNSW",
-    "coldstart_table": "zero-shot and generalized quality of the cold-start generators vs BM25 and title TF-IDF",
-    "generator_ablation": "cold-start generators compared over several split seeds, with their costs",
+    "grounding": "xrmeta through the tree vs BM25 and brute-force title TF-IDF over 3 split seeds, with the tree's "
+                 "reach, insertion and training cost",
+    "generator_ablation": "the learned generator and its ablations vs the hand-made generators over 3 split seeds",
     "memory": "memory of insertion up to 10^6 items, and insert / remove cycles (synthetic)",
 }
 
 
+# training time is compared with the last revision before title grounding, in the same run
+EXTRA = {"train_cost": ["--baseline", "1e4f727"]}
+
+
 def section_cmd(section: str, dataset: str, seed: int) -> list[str]:
     cmd = [sys.executable, "-m", f"benchmarks.{section}", "--seed", str(seed)]
-    return cmd + ([] if section in SYNTHETIC_ONLY else ["--dataset", dataset])
+    return cmd + ([] if section in SYNTHETIC_ONLY else ["--dataset", dataset]) + EXTRA.get(section, [])
 
 
 def run_section(section: str, dataset: str, seed: int, logs: Path) -> dict:
@@ -117,10 +122,10 @@ def plan(datasets: list[str], scale: bool) -> list[tuple[str, str]]:
     """(section, dataset) in run order, which is also the order of BENCHMARKS.md."""
     steps = []
     for i, ds in enumerate(datasets):
-        steps.append(("peers", ds))
+        steps += [("grounding", ds), ("peers", ds)]
         if i == 0 and scale:
             steps.append(("scale", "synthetic"))
-        steps += [(s, ds) for s in SECTIONS[1:]]
+        steps += [(s, ds) for s in SECTIONS[2:]]
         if i == 0:
             steps.append(("memory", "synthetic"))
     present = {s for s, _ in steps if importlib.util.find_spec(f"benchmarks.{s}") is not None}
@@ -140,10 +145,14 @@ def main(argv=None) -> int:
                    help="delete the cached models first (time a run from nothing); to leave a shared cache alone, "
                    "point XRMETA_BENCH_OUT at an empty directory instead")
     p.add_argument("--no-scale", action="store_true", help="skip the synthetic scale check")
-    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the markdown file to write")
+    p.add_argument("--out", type=Path, help="the markdown file to write (default: BENCHMARKS.md for homedepot, "
+                   "BENCHMARKS-<dataset>.md otherwise)")
     args = p.parse_args(argv)
     if "all" in args.dataset:
         args.dataset = ["homedepot", "pricerunner"]
+    if args.out is None:
+        first = args.dataset[0]
+        args.out = ROOT / ("BENCHMARKS.md" if first == "homedepot" else f"BENCHMARKS-{first}.md")
     started = time.time()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     logs = C.OUT / "logs"

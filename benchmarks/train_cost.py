@@ -1,54 +1,94 @@
-"""Training cost and quality of the XR-Linear base: train time per stage, model size on disk, and P@k / R@k of
-PECOS's predict on the observed, zero-shot and generalized test sets (novel items not inserted: zero-shot is 0).
+"""Training cost: `python -m xrmeta.train` with its defaults, stage by stage, and the model's size on disk; with
+--baseline REV, the same command of an earlier revision of xrmeta (a temporary git worktree) in the same run,
+runs alternating, so the ratio compares like with like on a shared machine.
 
-Run: .venv/bin/python -m benchmarks.train_cost --dataset homedepot
+Stage times are the ones training records (`info["train_seconds"]`); process wall time adds loading the data,
+importing and saving. Each side first runs once untimed (numba fills its cache for that source tree).
+
+Run: .venv/bin/python -m benchmarks.train_cost --dataset homedepot --baseline 1e4f727
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-from xrmeta.data import load_dataset, make_zero_shot_split
-from xrmeta.evaluate import evaluate_model
-from xrmeta.model import XRMetaModel
+import numpy as np
 
-from .common import md_table, parser, report
+from xrmeta.data import SHARED_DATA
+
+from . import common as C
 from .resources import path_bytes
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def main(argv=None) -> None:
-    args = parser(__doc__).parse_args(argv)
+
+def train_once(source: Path, dataset: str, seed: int, out: Path) -> tuple[float, dict]:
+    """(process wall seconds, stage seconds) of one `python -m xrmeta.train` run of the code in `source`."""
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ, PYTHONPATH=str(source), XRMETA_DATA_DIR=str(SHARED_DATA))  # a worktree has no ../shared
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "xrmeta.train", "--dataset", dataset, "--model-dir", str(out), "--seed",
+                    str(seed), "--quiet"], cwd=source, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    return wall, json.loads((out / "config.json").read_text())["info"]["train_seconds"]
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--baseline", help="a git revision of xrmeta to time beside this checkout")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per side (after one untimed)")
+    args = p.parse_args(argv)
     started = time.perf_counter()
-    data = load_dataset(args.dataset)
-    split = make_zero_shot_split(data, seed=args.seed)
-    rows = []
-    model = XRMetaModel.train([data.query_texts[i] for i in split.train_queries], split.Y_train,
-                              [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
-                              threads=-1, verbose=False, info={"split": {"novel_frac": 0.1, "test_frac": 0.2,
-                                                                         "seed": args.seed}})
-    for stage, seconds in model.info["train_seconds"].items():
-        rows.append([stage, f"{seconds:.2f}"])
-    rows.append(["total", f"{sum(model.info['train_seconds'].values()):.2f}"])
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(tmp)
-        parts = {p.name: path_bytes(p) for p in Path(tmp).iterdir()}
-    size_rows = [[name, f"{b / 2**20:.1f}"] for name, b in sorted(parts.items())]
-    size_rows.append(["total", f"{sum(parts.values()) / 2**20:.1f}"])
-    results = evaluate_model(model, data, split, threads=1)["XR-Linear (PECOS)"]
-    metric_rows = [[name] + [f"{m[k]:.2f}" for k in ("P@1", "P@5", "R@10", "R@100", "nDCG@10")]
-                   for name, m in results.items()]
-    body = (f"{len(split.train_queries)} training queries, {len(split.observed)} observed items, "
-            f"{model.catalog.n_clusters} leaf clusters, {model.featurizer.n_features} features; train threads: all "
-            f"({__import__('os').cpu_count()} cores); defaults of `python -m xrmeta.train`.\n\n"
-            "## Train time (s)\n\n" + md_table(["stage", "seconds"], rows) +
-            "\n\n## Model size on disk (MiB)\n\n" + md_table(["part", "MiB"], size_rows) +
-            "\n\n## PECOS predict on the trained model, beam 10 (percent)\n\n" +
-            md_table(["test set", "P@1", "P@5", "R@10", "R@100", "nDCG@10"], metric_rows))
-    report("train_cost", args.dataset, body, started)
+        tmp = Path(tmp)
+        sides = {"this checkout": ROOT}
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "baseline"),
+                            args.baseline], check=True, capture_output=True)
+            sides[f"baseline {args.baseline}"] = tmp / "baseline"
+        try:
+            runs = {name: [] for name in sides}
+            for name, source in sides.items():
+                C.log(f"{name}: untimed run")
+                train_once(source, args.dataset, args.seed, tmp / "model")
+            for r in range(args.repeats):
+                for name, source in sides.items():
+                    C.log(f"{name}: run {r + 1}")
+                    runs[name].append(train_once(source, args.dataset, args.seed, tmp / f"model-{len(runs[name])}"))
+            sizes = {part.name: path_bytes(part) for part in (tmp / "model-0").iterdir()}
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "baseline")],
+                               capture_output=True)
+    stages = list(dict.fromkeys(s for name in sides for _, st in runs[name] for s in st))
+    median = {name: {s: float(np.median([st.get(s, 0.0) for _, st in runs[name]])) for s in stages}
+              for name in sides}
+    wall = {name: float(np.median([w for w, _ in runs[name]])) for name in sides}
+    names = list(sides)
+    header = ["stage"] + [f"{n}, s" for n in names] + (["ratio"] if len(names) == 2 else [])
+    rows = []
+    for s in stages + ["total (stages)", "process wall time"]:
+        vals = [sum(median[n].values()) if s == "total (stages)" else wall[n] if s == "process wall time"
+                else median[n][s] for n in names]
+        rows.append([s] + [f"{v:.2f}" for v in vals] + ([f"{vals[0] / vals[1]:.2f}" if vals[1] else ""]
+                                                         if len(names) == 2 else []))
+    size_rows = [[name, f"{b / 2**20:.1f}"] for name, b in sorted(sizes.items())]
+    size_rows.append(["total", f"{sum(sizes.values()) / 2**20:.1f}"])
+    body = (f"`python -m xrmeta.train --dataset {args.dataset} --seed {args.seed}` (all cores: {os.cpu_count()}); "
+            f"medians of {args.repeats} timed runs per side, alternating" +
+            (f"; baseline: revision `{args.baseline}` of this repository" if args.baseline else "") + ".\n\n"
+            "### Train time (s)\n\n" + C.md_table(header, rows) +
+            "\n\n### Model size on disk (MiB, this checkout)\n\n" + C.md_table(["part", "MiB"], size_rows) + "\n")
+    C.report("train_cost", args.dataset, body, started)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -150,17 +150,31 @@ def test_training_is_seeded_and_serving_follows_the_exported_parameters(trained,
     assert learned.configs.coldstart.generator == "learned" and learned.info["generator"] is info
 
 
-def test_plan_is_sparse_mix_of_neighbours_and_title(learned, novel):
+@pytest.mark.parametrize("parts", ["both", "self"])
+def test_plan_is_sparse_mix_of_neighbours_and_title(trained, train_xy, learned, novel, parts):
+    """parts "both": the neighbours' classifiers and the title; "self" (the default): the title alone, one weight
+    per n-gram block (the neighbours still shape the weights through attention)."""
+    if parts == "self":
+        model = learned
+    else:
+        model = clone(trained)
+        model.fit_generator(*train_xy, L.LearnedConfig(**SMALL, parts=parts), verbose=False)
     titles, _ = novel
-    S = learned.featurizer.transform(titles[:40], threads=1)
-    nbrs, sims = learned.selector.search(S, learned.configs.coldstart.k)
+    S = model.featurizer.transform(titles[:40], threads=1)
+    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
     nbrs[0, 1:] = -1  # fewer neighbours than k
-    plan = learned.generator.plan(S, nbrs, sims)
+    plan = model.generator.plan(S, nbrs, sims)
     assert plan.nbr_coef.shape == nbrs.shape and plan.self_coef.shape == (40, 3) and plan.bias.shape == (40,)
     assert np.isfinite(plan.nbr_coef).all() and np.isfinite(plan.self_coef).all() and np.isfinite(plan.bias).all()
-    assert (plan.nbr_coef[nbrs < 0] == 0).all() and (plan.nbr_coef[nbrs >= 0] > 0).all()
-    weights, biases = learned.generate(S, nbrs, sims)
-    assert weights.shape == S.shape and np.diff(weights.indptr).max() <= learned.configs.coldstart.max_nnz
+    assert (plan.nbr_coef[nbrs < 0] == 0).all() and (plan.self_coef > 0).all()
+    weights, biases = model.generate(S, nbrs, sims)
+    assert weights.shape == S.shape and np.diff(weights.indptr).max() <= model.configs.coldstart.max_nnz
+    if parts == "both":
+        assert (plan.nbr_coef[nbrs >= 0] > 0).all()
+    else:  # only the title's n-grams: the synthesized support lies inside the title's
+        assert (plan.nbr_coef == 0).all()
+        assert all(set(weights[i].indices) <= set(S[i].indices) for i in range(40))
+    learned = model
     with pytest.raises(L.GeneratorError, match="trained for k=3"):
         learned.generator.plan(S, nbrs[:, :2], sims[:, :2])
 

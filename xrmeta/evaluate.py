@@ -2,7 +2,8 @@
 
 Three test sets (see `data.make_zero_shot_split`): observed (trained items only), zero-shot (novel items only,
 ranked among novel items) and generalized (every item). Rows compare xrmeta with PECOS's own predict on the same
-trained model, for which novel items are unreachable.
+trained model, for which novel items are unreachable, and with what the words alone find on the same sets: BM25
+(bm25s, if installed) and brute-force cosine of the model's own title TF-IDF vectors.
 """
 
 from __future__ import annotations
@@ -99,12 +100,62 @@ def evaluate_model(model: XRMetaModel, data: XMCData, split: ZeroShotSplit, beam
     }
 
 
+def topk_csr(cols: np.ndarray, scores: np.ndarray, n_cols: int) -> smat.csr_matrix:
+    """(n, k) candidate columns and scores -> (n, n_cols) CSR; zero scores (no shared term) are dropped."""
+    keep = scores > 0
+    rows = np.repeat(np.arange(len(cols)), cols.shape[1])[keep.ravel()]
+    return smat.csr_matrix((scores[keep], (rows, cols[keep])), shape=(len(cols), n_cols))
+
+
+def bm25(data: XMCData, es: EvalSet, k: int = 100) -> dict:
+    """BM25 (bm25s defaults: Lucene, k1=1.5, b=0.75; English stopwords, its own tokenizer) over the set's
+    candidate titles. Needs bm25s (`pip install bm25s`, in the dev extras)."""
+    import bm25s
+
+    tok = dict(stopwords="en", show_progress=False)
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize([data.item_texts[j] for j in es.candidates], **tok), show_progress=False)
+    q = bm25s.tokenize([data.query_texts[i] for i in es.queries], return_ids=False, **tok)
+    docs, scores = index.retrieve(q, k=min(k, len(es.candidates)), show_progress=False, n_threads=1)
+    return evaluate_scores(es.Y, topk_csr(es.candidates[docs], scores, data.n_items))
+
+
+def title_tfidf(model: XRMetaModel, data: XMCData, es: EvalSet, k: int = 100, block: int = 512) -> dict:
+    """Cosine of the model's featurizer vectors of query and title (normalised text, xrmeta's own feature space),
+    brute force over the set's candidates: what the tree must find through its beam."""
+    from sklearn.preprocessing import normalize
+
+    Z = normalize(model.featurizer.transform([data.item_texts[j] for j in es.candidates], threads=1)).T.tocsc()
+    X = normalize(model.featurizer.transform([data.query_texts[i] for i in es.queries], threads=1))
+    k = min(k, Z.shape[1])
+    cols, vals = [], []
+    for a in range(0, X.shape[0], block):
+        D = (X[a : a + block] @ Z).toarray()
+        top = np.argsort(-D, axis=1, kind="stable")[:, :k]
+        cols.append(es.candidates[top])
+        vals.append(np.take_along_axis(D, top, axis=1))
+    return evaluate_scores(es.Y, topk_csr(np.vstack(cols), np.vstack(vals), data.n_items))
+
+
+def baselines(model: XRMetaModel, data: XMCData, split: ZeroShotSplit) -> dict[str, dict]:
+    """{system: {set: metrics}} for BM25 (when bm25s is installed) and brute-force title TF-IDF."""
+    out = {}
+    try:
+        import bm25s  # noqa: F401
+        out["BM25 (bm25s, titles)"] = {es.name: bm25(data, es) for es in split.eval_sets()}
+    except ImportError:
+        pass
+    out["title TF-IDF, brute force"] = {es.name: title_tfidf(model, data, es) for es in split.eval_sets()}
+    return out
+
+
 def format_table(results: dict[str, dict], sets=("observed", "zero_shot", "generalized")) -> str:
     lines = [f"{'system':<28s} {'test set':<12s} " + " ".join(f"{m:>8s}" for m in METRICS)]
     for system, by_set in results.items():
         for name in sets:
             if name in by_set:
                 lines.append(f"{system:<28s} {name:<12s} " + " ".join(f"{by_set[name][m]:8.2f}" for m in METRICS))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -120,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-insert-novel", action="store_true",
                    help="do not insert the split's novel items that the model lacks (they stay unreachable)")
     p.add_argument("--threads", type=int, default=1, help="threads for featurizing and search (default 1)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="leave out the BM25 and brute-force title TF-IDF rows (computed on the same test sets)")
     args = p.parse_args(argv)
     try:
         check_search_args(beam_size=args.beam_size, threads=args.threads)
@@ -130,6 +183,8 @@ def main(argv=None) -> int:
             if n:
                 print(f"inserted {n} novel items of the split (in memory only)", file=sys.stderr)
         results = evaluate_model(model, data, split, args.beam_size, args.threads)
+        if not args.no_baselines:
+            results.update(baselines(model, data, split))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -554,7 +554,7 @@ def mix_sparse(
         n_touched = 0
         for a in range(m):
             j = src_item[i, a]
-            if j < 0:
+            if j < 0 or src_coef[i, a] == 0.0:  # a zero coefficient adds nothing (and its zeros are not stored)
                 continue
             n_touched = _scatter(w_idx, w_val, w_ptr[j], w_ptr[j + 1], src_coef[i, a], dense, seen, i, touched,
                                  n_touched)

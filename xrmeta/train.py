@@ -30,6 +30,7 @@ def finite(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xrmeta.train",
+        usage="%(prog)s --dataset DATASET --model-dir MODEL_DIR [options]  (--help lists them)",
         description="Train XR-Linear on the observed items of a seeded zero-shot split (a random share of items is "
         "held out as novel, never seen in training) and save the model directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

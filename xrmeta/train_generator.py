@@ -31,13 +31,16 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
                    help="observed items (whole leaf clusters) sampled to train on")
     g.add_argument("--gen-proxy-frac", type=float, default=d.proxy_frac,
                    help="share of the sampled clicked items held out as stand-ins for new items")
+    g.add_argument("--gen-parts", choices=("self", "both", "neighbours"), default=d.parts,
+                   help="what the generator mixes: the item's own title (weighted per n-gram block), also its "
+                   "neighbours' classifiers, or only those")
     g.add_argument("--gen-seed", type=int, default=d.seed, help="seed of the sampling and of the initialization")
 
 
 def learned_config(args) -> LearnedConfig:
     config = LearnedConfig(depth=args.gen_depth, d_model=args.gen_width, steps=args.gen_steps, lr=args.gen_lr,
                            pos_weight=args.gen_pos_weight, max_items=args.gen_max_items,
-                           proxy_frac=args.gen_proxy_frac, seed=args.gen_seed)
+                           proxy_frac=args.gen_proxy_frac, seed=args.gen_seed, parts=args.gen_parts)
     config.validate()
     return config
 
@@ -45,6 +48,7 @@ def learned_config(args) -> LearnedConfig:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m xrmeta.train_generator",
+        usage="%(prog)s --model-dir MODEL_DIR [options]  (--help lists them)",
         description="Train the learned cold-start generator of a model saved by xrmeta.train, on the training "
         "queries of the split it was trained on, and save it into the model directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

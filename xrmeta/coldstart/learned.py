@@ -20,6 +20,12 @@ neighbour can then dominate, and a thin one (no clicks, so a weak classifier) ca
 Everything is permutation-aware and has ~10^4 parameters, which matters because IRENE's analysis says small
 K and depth generalize best.
 
+What the mix uses (`LearnedConfig.parts`): by default the title alone (alpha = 0), weighted per n-gram block by
+the network, which still reads the neighbours to set those weights and the bias. Once the titles train the tree
+and every observed classifier carries its own title (`xrmeta.ground`), mixing in the neighbours' classifiers
+measured no better on Home Depot or PriceRunner (benchmarks.generator_ablation); "both" and "neighbours" remain
+for that comparison.
+
 Training (`train_generator`), IRENE-style, with the encoder (TF-IDF), the tree and the served classifiers
 frozen, on the held-out clicks of `training.hold_out`. Proxies must look like new items, and three things would
 give them away:
@@ -105,6 +111,12 @@ class LearnedConfig:
     observed_negatives: int = 8  # per query: retrained observed items of its beam (calibration competitors)
     observed_query_frac: float = 0.2  # other queries of the sampled items also held out (generalized setting)
     loss: str = "listwise"  # listwise: softmax over each held-out query's pairs | pointwise: weighted BCE
+    # what the mix uses: self (the title, per-block weights; the neighbours only inform the weights) | both (also
+    # the neighbours' classifiers) | neighbours (no title). With titles in the tree and in the observed items'
+    # classifiers, mixing in the neighbours' classifiers measured no better than the title alone (zero-shot P@1
+    # over 3 seeds: Home Depot 37.1 both / 37.1 self, PriceRunner 86.2 / 87.2; R@10 better with self only)
+    parts: str = "self"
+    self_weights: str = "block"  # block: one title coefficient per n-gram block | shared: one for all
     steal_tolerance: float = 0.001  # top-1 accuracy new items may cost those queries (bias calibration)
     new_in_beam: int = 100  # new items a query's beam holds at search time, for that estimate
     bias_margin: float = 1.0  # the calibrated bias shift is lowered by this much (fresh queries; see below)
@@ -121,6 +133,10 @@ class LearnedConfig:
             raise GeneratorError("steps >= 1, lr > 0, pos_weight > 0 and max_items >= 2 are required")
         if not 0 < self.proxy_frac < 1 or not 0 <= self.observed_query_frac <= 1:
             raise GeneratorError("proxy_frac must lie in (0, 1) and observed_query_frac in [0, 1]")
+        if self.parts not in ("both", "neighbours", "self") or self.self_weights not in ("block", "shared"):
+            raise GeneratorError("parts must be both, neighbours or self; self_weights block or shared")
+        if self.loss not in ("listwise", "pointwise"):
+            raise GeneratorError("loss must be listwise or pointwise")
         if min(self.tree_negatives, self.batch_negatives, self.observed_negatives) < 0 or self.beam_size < 1:
             raise GeneratorError("negatives must be >= 0 and beam_size >= 1")
 
@@ -263,8 +279,10 @@ class LearnedGenerator(Generator):
                                  f"{nbr_items.shape[1]}; retrain it or set k={self.k}")
         tokens, valid = token_features(S, nbr_items, nbr_sims, self.Z, self.stats, self.feature_block,
                                        self.n_blocks)
-        alpha, out = self.forward(tokens, valid)
-        return Plan(alpha, out[:, :-1].copy(), out[:, -1].copy())
+        config = self.info.get("config", {})
+        alpha, beta, gamma = _mix(*self.forward(tokens, valid), config.get("parts", "both"),
+                                  config.get("self_weights", "block"))
+        return Plan(np.ascontiguousarray(alpha), np.ascontiguousarray(beta), np.ascontiguousarray(gamma))
 
     def save(self, folder: Path) -> None:
         np.savez(Path(folder) / GENERATOR_FILE, stats=self.stats, n_heads=self.n_heads,
@@ -385,7 +403,7 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
     try:
         bar = tqdm(range(config.steps), desc="training generator", disable=not verbose, leave=False)
         for _ in bar:
-            s = _pair_scores(net, T)
+            s = _pair_scores(net, T, config)
             log_score = (torch.nn.functional.logsigmoid(s) if post == 0 else
                          -torch.relu(1.0 - s) ** post - SATURATION_SLOPE * torch.relu(s - 1.0))
             logit = temperature * (log_score + T["log_path"])
@@ -396,7 +414,7 @@ def _fit(net, tokens, valid, pairs: _Pairs, post: int, config: LearnedConfig, ve
             opt.step(loss)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         with torch.no_grad():
-            scores = _pair_scores(net, T).numpy()
+            scores = _pair_scores(net, T, config).numpy()
     finally:
         torch.set_num_threads(old_threads)
     return float(loss.item()), scores
@@ -459,11 +477,25 @@ def _generalized_shift(scores, pairs: _Pairs, post: int, tolerance: float, new_i
     return max(floor, lo - margin)
 
 
-def _pair_scores(net, T):
-    alpha, out = net(T["tokens"], T["valid"])
+def _pair_scores(net, T, config: LearnedConfig):
+    alpha, beta, gamma = _mix(*net(T["tokens"], T["valid"]), config.parts, config.self_weights)
     item = T["item"].clamp(min=0)
-    generated = (alpha[item] * T["u"]).sum(-1) + (out[item, :-1] * T["v"]).sum(-1) + out[item, -1]
+    generated = (alpha[item] * T["u"]).sum(-1) + (beta[item] * T["v"]).sum(-1) + gamma[item]
     return _torch().where(T["item"] >= 0, generated, T["fixed"])
+
+
+def _mix(alpha, out, parts: str, self_weights: str):
+    """(neighbour coefficients, self coefficients per block, bias) from the network's outputs, for the ablated
+    variants too: parts "neighbours" drops the title, "self" the neighbours; self_weights "shared" gives every
+    n-gram block the first block's coefficient. Works on torch tensors and numpy arrays alike."""
+    beta, gamma = out[:, :-1], out[:, -1]
+    if self_weights == "shared":
+        beta = beta[:, :1] * (beta * 0 + 1)
+    if parts == "neighbours":
+        beta = beta * 0
+    elif parts == "self":
+        alpha = alpha * 0
+    return alpha, beta, gamma
 
 
 def _token_moments(tokens: np.ndarray, valid: np.ndarray):
