@@ -45,6 +45,21 @@ def reach(model, data, es, beam: int) -> float:
     return float((np.bincount(rows, hit, Y.shape[0])[has] / n_rel[has]).mean() * 100)
 
 
+def clusters_sweep(dataset: str, seed: int, extra: list[str], values=(1, 3, 5)) -> list[list]:
+    """Zero-shot quality, reach and insertion rate with each new item in m clusters (the same trained model)."""
+    rows = []
+    for m in values:
+        model, data, split, _ = C.load(dataset, seed, extra)
+        model.configs.coldstart.clusters_per_item = m
+        seconds, n = C.clock(insert_novel, model, data, split)
+        zs = next(v for name, v in evaluate_model(model, data, split, threads=1, k=100).items()
+                  if name.startswith("xrmeta"))["zero_shot"]
+        rows.append([m, f"{zs['P@1']:.2f}", f"{zs['R@10']:.2f}", f"{zs['R@100']:.2f}",
+                     f"{reach(model, data, split.zero_shot_set, model.configs.tree.beam_size):.1f}",
+                     f"{n / seconds:,.0f}"])
+    return rows
+
+
 def run_seed(dataset: str, seed: int, extra: list[str]) -> dict:
     model, data, split, _ = C.load(dataset, seed, extra)
     beam = model.configs.tree.beam_size
@@ -103,6 +118,9 @@ def main(argv=None) -> int:
         b = np.mean([per_seed[sd]["BM25"][s][m] for sd in args.seeds])
         verdict.append(f"- {s} {m}: xrmeta {x:.2f}, BM25 {b:.2f}, xrmeta / BM25 = {x / b:.3f}")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in first["train steps"].items())
+    C.log("clusters per item sweep")
+    sweep = C.md_table(["clusters per new item (m)", "zero-shot P@1", "zero-shot R@10", "zero-shot R@100",
+                        "reach %", "insertion items/s"], clusters_sweep(args.dataset, args.seeds[0], extra))
     body = (
         f"Seeds {args.seeds}; defaults of `python -m xrmeta.train`{' plus `' + args.train_args + '`' if extra else ''}"
         f" (beam {first['beam']}, assign `{first['assign']}` into {first['clusters_per_item']} clusters per item); "
@@ -111,7 +129,9 @@ def main(argv=None) -> int:
         f"force over the same candidates. PECOS: its own predict on the same trained model (novel items "
         f"unreachable).\n\n" + C.md_table(header, rows) + "\n\n" + facts + "\n\nAgainst BM25 (means):\n"
         + "\n".join(verdict) + f"\n\nTraining steps, seed {args.seeds[0]}: {steps}. Title trust, seed "
-        f"{args.seeds[0]}: {first['trust']}.\n")
+        f"{args.seeds[0]}: {first['trust']}.\n\n### New items in m clusters (seed {args.seeds[0]}, the same trained "
+        f"model)\n\nAn item in m clusters is reached by more queries' beams and costs about m times more to score "
+        f"(latency: `benchmarks.latency`, last column).\n\n{sweep}\n")
     C.report("grounding", args.dataset, body, started)
     return 0
 
