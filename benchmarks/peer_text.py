@@ -69,10 +69,13 @@ class MiniLM:
         self.max_length = json.loads((self.path / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.cache: dict[str, np.ndarray] = {}
 
-    def encode(self, texts: list[str], threads: int = 1, batch: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str], batch: int = 256) -> np.ndarray:
+        """One torch thread: once numba's OpenMP pool has run in the process (xrmeta's kernels), torch's OpenMP
+        threads ran 20x slower here (512 titles: 2.6 s in a fresh process, 51.5 s after one numba parallel call,
+        2 threads on 2 cores); one thread is unaffected."""
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
         out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for a in range(0, len(texts), batch):
@@ -86,11 +89,11 @@ class MiniLM:
             out[pick] = torch.nn.functional.normalize(pooled, dim=1).numpy()
         return out
 
-    def encode_cached(self, texts: list[str], threads: int) -> np.ndarray:
+    def encode_cached(self, texts: list[str]) -> np.ndarray:
         """Quality runs meet the same test queries many times: encode each text once."""
         new = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if new:
-            self.cache.update(zip(new, self.encode(new, threads)))
+            self.cache.update(zip(new, self.encode(new)))
         return np.stack([self.cache[t] for t in texts])
 
 
@@ -105,7 +108,7 @@ def hnsw_graph(E: np.ndarray, labels: np.ndarray, capacity: int, threads: int):
 
 
 def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple[Build, list[Point]]:
-    """Index the observed titles (threads for encoding and graph building), then add the novel ones as a live
+    """Index the observed titles (threads for graph building), then add the novel ones as a live
     system would (single thread, timed). Points: hnswlib at each efSearch, and exact inner-product search.
 
     The observed and zero-shot test sets are searched in a graph of that set's items only (the observed graph as
@@ -115,7 +118,7 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
 
     with PeakRSS() as mem:
         load_s, enc = C.clock(MiniLM)
-        encode_s, E_obs = C.clock(enc.encode, [data.item_texts[j] for j in split.observed], threads)
+        encode_s, E_obs = C.clock(enc.encode, [data.item_texts[j] for j in split.observed])
         index_s, observed = C.clock(hnsw_graph, E_obs, split.observed, len(split.observed), threads)
     observed.save_index(str(workdir / "hnsw_observed.bin"))
     serving = hnswlib.Index(space="ip", dim=E_obs.shape[1])  # a copy of the observed graph that grows
@@ -124,7 +127,7 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
     enc.encode(novel_titles[:8])  # warm the single-thread path
 
     def insert():
-        E_new = enc.encode(novel_titles, threads=1)
+        E_new = enc.encode(novel_titles)
         serving.add_items(E_new, split.novel, num_threads=1)
         return E_new
 
@@ -137,9 +140,9 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
 
     build = Build("MiniLM + hnswlib", load_s + encode_s, index_s, mem.peak,
                   path_bytes(workdir / "hnsw.bin") + path_bytes(enc.path), len(split.novel), insert_s,
-                  notes=[f"titles encoded with {threads} threads; HNSW M={HNSW_M}, efConstruction="
-                         f"{HNSW_EF_CONSTRUCTION}, inner product; size includes the encoder's files "
-                         f"({path_bytes(enc.path) / 2**20:.0f} MiB); insert = encode + add, one thread; observed "
+                  notes=[f"titles encoded with 1 thread (see MiniLM.encode), graph built with {threads}; HNSW "
+                         f"M={HNSW_M}, efConstruction={HNSW_EF_CONSTRUCTION}, inner product; size includes the "
+                         f"encoder's files ({path_bytes(enc.path) / 2**20:.0f} MiB); insert = encode + add, one thread; observed "
                          "and zero-shot sets searched in a graph of their own items"])
 
     def knn(Q, kk, ef, subset="all"):
@@ -165,11 +168,11 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
 
     cols = np.arange(data.n_items)
     points = [Point("MiniLM + hnswlib", f"ef {ef}",
-                    search=lambda texts, subset, kk, ef=ef: knn(enc.encode_cached(texts, threads), kk, ef, subset),
+                    search=lambda texts, subset, kk, ef=ef: knn(enc.encode_cached(texts), kk, ef, subset),
                     one=lambda text, ef=ef: knn(enc.encode([text]), k, ef),
                     batch=lambda texts, ef=ef: knn(enc.encode(texts), k, ef), slot_col=cols) for ef in efs]
     points.append(Point("MiniLM exact", "brute force",
-                        search=lambda texts, subset, kk: exact(enc.encode_cached(texts, threads), kk, mask_of(subset)),
+                        search=lambda texts, subset, kk: exact(enc.encode_cached(texts), kk, mask_of(subset)),
                         one=lambda text: exact(enc.encode([text]), k), batch=lambda texts: exact(enc.encode(texts), k),
                         slot_col=cols))
     return build, points

@@ -433,8 +433,11 @@ class XRMetaModel:
         if version != 1:
             persist.verify(folder, config.get("files"))
         try:
-            configs = _Configs(FeaturizerConfig.from_saved(config["featurizer"]), TreeConfig(**config["tree"]),
-                               ColdStartConfig(**config["coldstart"]))
+            # a setting missing from a model saved before it existed reads as what that model did: no titles in
+            # training or in the served classifiers, new items in one cluster
+            configs = _Configs(FeaturizerConfig.from_saved(config["featurizer"]),
+                               TreeConfig(**{"title_weight": 0.0, "observed_titles": False, **config["tree"]}),
+                               ColdStartConfig(**{"clusters_per_item": 1, **config["coldstart"]}))
             calibration = Calibration(**config["calibration"])
             trust = (TitleTrust.from_dict(config["title_trust"]) if "title_trust" in config
                      else TitleTrust.pecos(configs.tree.post_processor))  # saved before items carried titles
