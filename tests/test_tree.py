@@ -35,9 +35,10 @@ def transform(v, post):
     return 1 / (1 + np.exp(-v)) if post == "sigmoid" else np.exp(-np.maximum(1 - v, 0) ** int(post[1]))
 
 
-def reference_beams(chain, X, beam, post):
-    """Level by level in float64: each layer keeps the `beam` best children of the kept nodes by
-    transform(w . [x, bias]) * parent score; ties go to the smaller node number."""
+def reference_beams(chain, X, beam, post, last_beam=None):
+    """Level by level in float64: each layer keeps the `beam` best children of the kept nodes (the last layer
+    `last_beam`) by transform(w . [x, bias]) * parent score; ties go to the smaller node number."""
+    last_beam = last_beam or beam
     Xb = smat.hstack([X, np.full((X.shape[0], 1), 1.0)]).tocsr()
     out_nodes, out_scores = [], []
     for i in range(X.shape[0]):
@@ -48,10 +49,10 @@ def reference_beams(chain, X, beam, post):
             cand = np.flatnonzero(np.isin(parent, nodes))
             pscore = dict(zip(nodes, scores))
             s = transform(raw[cand], post) * np.array([pscore[p] for p in parent[cand]])
-            keep = np.lexsort((cand, -s))[:beam]
+            keep = np.lexsort((cand, -s))[: last_beam if d == len(chain) - 1 else beam]
             nodes, scores = cand[keep], s[keep]
-        out_nodes.append(np.pad(nodes, (0, beam - len(nodes)), constant_values=-1))
-        out_scores.append(np.pad(scores, (0, beam - len(scores))))
+        out_nodes.append(np.pad(nodes, (0, last_beam - len(nodes)), constant_values=-1))
+        out_scores.append(np.pad(scores, (0, last_beam - len(scores))))
     return np.array(out_nodes), np.array(out_scores)
 
 
@@ -76,6 +77,10 @@ def test_beams_match_brute_force(sizes, beam, post):
     got = as_topk(upper.beams(X, beam), beam)
     assert_topk_match(*got, *reference_beams(chain, X, beam, post), rtol=1e-5, atol=1e-6)
     assert (got[0][:, : min(beam, sizes[-1])] >= 0).all()  # a full beam whenever the tree has enough nodes
+    wide = 3 * beam  # only the last layer keeps more; its first `beam` clusters are the narrow beam's
+    got_wide = as_topk(upper.beams(X, beam, last_beam=wide), wide)
+    assert_topk_match(*got_wide, *reference_beams(chain, X, beam, post, wide), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got_wide[0][:, :beam], got[0])
 
 
 @pytest.mark.parametrize("beam", [1, 3, 10])
@@ -100,6 +105,29 @@ def test_search_equals_leaf_scoring_of_upper_beams(with_novel, test_queries, sub
         np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_wider_inserted_beam_scores_inserted_items_in_more_clusters(with_novel, test_queries):
+    """inserted_beam: inserted items are scored in the wider list of clusters, observed items in the narrow beam;
+    the merged top-k is the better of the two, ties to the smaller slot."""
+    X = with_novel.featurizer.transform(test_queries)
+    cat, upper, k = with_novel.catalog, with_novel.upper, 15
+    for beam, wide in ((1, 3), (4, 12)):
+        inserted = cat.topk(X, upper.beams(X, beam, last_beam=wide), k, "inserted")
+        observed = cat.search(X, upper, beam, k, "observed")
+        np.testing.assert_array_equal(cat.search(X, upper, beam, k, "inserted", inserted_beam=wide)[0], inserted[0])
+        np.testing.assert_array_equal(cat.search(X, upper, beam, k, "observed", inserted_beam=wide)[0], observed[0])
+        got = cat.search(X, upper, beam, k, "all", inserted_beam=wide)
+        for i in range(X.shape[0]):
+            slots = np.r_[observed[0][i], inserted[0][i]]
+            scores = np.r_[observed[1][i], inserted[1][i]]
+            o = np.lexsort((slots, -scores))
+            o = o[slots[o] >= 0][:k]
+            np.testing.assert_array_equal(got[0][i][: len(o)], slots[o])
+            np.testing.assert_array_equal(got[1][i][: len(o)], scores[o])
+        narrow = cat.search(X, upper, beam, k, "inserted")
+        # more clusters, more candidates: every rank scores at least as high, and some queries find better items
+        assert (inserted[1] >= narrow[1]).all() and (inserted[1] > narrow[1]).any()
+
+
 def test_search_threads_agree(with_novel, test_queries):
     X = with_novel.featurizer.transform(test_queries)
     one = with_novel.catalog.search(X, with_novel.upper, 5, 10, threads=1)
@@ -122,6 +150,10 @@ def test_bad_beam_size_is_rejected(trained, beam):
         trained.upper.beams(X, beam)
     with pytest.raises(ValueError, match="beam_size"):
         trained.catalog.search(X, trained.upper, beam, 5)
+    with pytest.raises(ValueError, match="inserted_beam"):
+        trained.catalog.search(X, trained.upper, 3, 5, inserted_beam=2)
+    with pytest.raises(ValueError, match="last_beam"):
+        trained.upper.beams(X, 3, last_beam=2)
 
 
 def test_inconsistent_chain_is_rejected():

@@ -304,19 +304,28 @@ class Catalog:
             self.post, self.path_exponent, int(k), int(k) * st.memberships, self._scratch(),
         )
 
-    def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1):
+    def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1,
+               inserted_beam: int | None = None):
         """Top-k (slots, scores) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
-        top-`beam_size` leaf clusters, then the items under them; all in one kernel call. threads <= 0: numba's."""
+        top-`beam_size` leaf clusters, then the items under them; all in one kernel call. threads <= 0: numba's.
+        inserted_beam (>= beam_size, default beam_size): inserted items are scored in the top inserted_beam leaf
+        clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does."""
         self._check_search(subset, k)
-        if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+        inserted_beam = beam_size if inserted_beam is None else inserted_beam
+        for name, v in (("beam_size", beam_size), ("inserted_beam", inserted_beam)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if inserted_beam < beam_size:
+            raise ValueError(f"inserted_beam ({inserted_beam}) must be >= beam_size ({beam_size})")
         if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
             raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
                              f"{self.n_features} features and {self.n_clusters} clusters")
         X = self._checked_queries(X, np.zeros(0, np.int32), np.zeros(0, np.float32))
         st = self._state
+        beam = min(int(beam_size), self.n_clusters)
+        wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
         return kernels.search_topk(
-            X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), min(int(beam_size), self.n_clusters),
+            X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), beam, wide,
             self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
             self.base_slot_ptr, st.inserted, st.w_ptr, st.w_idx, st.w_val,
             st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size, st.widest),

@@ -188,7 +188,8 @@ def _drain(h_score, h_slot, size, n_base, tmp_score, tmp_slot, table, out_score,
 @njit(cache=True, nogil=True)
 def _score_query(
     q_idx, q_val,  # one query, sorted feature indices
-    beam_clusters, beam_scores,  # its top-b leaf clusters from the upper layers, path scores ** path_exponent
+    beam_clusters, beam_scores,  # its leaf clusters from the upper layers, best first, path scores ** path_exponent
+    n_observed,  # observed items are scored in the first n_observed of them, inserted items in all
     chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,  # observed items, feature-major per cluster
     base_slot_ptr,  # observed slots of cluster c: base_slot_ptr[c] .. base_slot_ptr[c+1]
     ins,  # inserted items per cluster: an `inserted.Layout`
@@ -207,7 +208,7 @@ def _score_query(
     for b in range(beam_clusters.shape[0]):
         c = beam_clusters[b]
         parent = beam_scores[b]
-        if subset != 2:  # observed items: feature-major chunk of the cluster
+        if subset != 2 and b < n_observed:  # observed items: feature-major chunk of the cluster
             s0 = base_slot_ptr[c]
             s1 = base_slot_ptr[c + 1]
             _group_scores(q_idx, q_val, chunk_feat_ptr[c], chunk_feat_ptr[c + 1], NO_MAP, s0, s1, chunk_feats,
@@ -303,7 +304,7 @@ def leaf_topk(
             _exponentiate(b_score, nb, path_exponent)
             _score_query(
                 x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]],
-                b_idx[b_ptr[i] : b_ptr[i + 1]], b_score[:nb],
+                b_idx[b_ptr[i] : b_ptr[i + 1]], b_score[:nb], nb,
                 chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val, base_slot_ptr,
                 ins, w_ptr, w_idx, w_val, slot_bias, slot_alive, n_base, subset,
                 post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score[i],
@@ -319,11 +320,12 @@ def leaf_topk(
 # its layer (PECOS's), node_slot back (indexed by layer_slot_ptr[d] + node).
 @njit(cache=True, inline="always")
 def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
-                 u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, acc, h_score, h_node,
-                 cur_score, cur_node):
-    """The query's top-`beam` leaf clusters, best first: into cur_node[:n] and cur_score[:n]; returns n.
+                 u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, last_beam, acc, h_score,
+                 h_node, cur_score, cur_node):
+    """The query's top-`last_beam` leaf clusters, best first: into cur_node[:n] and cur_score[:n]; returns n.
     Each layer keeps the `beam` best nodes by transform(w . [x, bias]) * parent's score, as PECOS does, and
-    breaks exact ties by the smaller node number, as PECOS does."""
+    breaks exact ties by the smaller node number, as PECOS does; the last layer keeps `last_beam` >= beam, whose
+    first `beam` are PECOS's leaf clusters (the order is total, so a longer list only appends)."""
     n_layers = layer_slot_ptr.shape[0] - 1
     if n_layers == 0:  # a single leaf cluster under the root
         cur_node[0] = 0
@@ -332,6 +334,7 @@ def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_fea
     cur_score[0] = 1.0
     n_cur = 1
     for d in range(n_layers):
+        cap = last_beam if d == n_layers - 1 else beam
         size = 0
         for b in range(n_cur):
             g = 0 if d == 0 else 1 + node_slot[layer_slot_ptr[d - 1] + cur_node[b]]
@@ -341,34 +344,36 @@ def _beam_search(q_idx, q_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_fea
             _group_scores(q_idx, q_val, u_feat_ptr[g], u_feat_ptr[g + 1], row_of, s0, s1, u_feats, u_row_ptr,
                           u_slot, u_val, u_bias, acc)
             parent = cur_score[b]
-            floor = _raw_floor(h_score, size, beam, parent, post)
+            floor = _raw_floor(h_score, size, cap, parent, post)
             for s in range(s0, s1):
                 if acc[s - s0] >= floor:
-                    size = _heap_push(h_score, h_node, size, beam, transform(acc[s - s0], post) * parent,
+                    size = _heap_push(h_score, h_node, size, cap, transform(acc[s - s0], post) * parent,
                                       slot_node[s])
-                    floor = _raw_floor(h_score, size, beam, parent, post)
-        _heap_drain(h_score, h_node, size, cur_score, cur_node)
+                    floor = _raw_floor(h_score, size, cap, parent, post)
+        _heap_drain(h_score[:cap], h_node[:cap], size, cur_score[:cap], cur_node[:cap])
         n_cur = size
     return n_cur
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val,
-                u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, max_group_size, n_threads):
-    """Top-`beam` leaf clusters and their path scores for each query row: (clusters, scores), both (n, beam),
-    best first; missing entries have cluster -1."""
+                u_bias, slot_node, node_slot, dense_of_group, dense_rows, post, beam, last_beam, max_group_size,
+                n_threads):
+    """Top leaf clusters and their path scores for each query row (`_beam_search`): (clusters, scores), both
+    (n, last_beam), best first; missing entries have cluster -1."""
     n = x_ptr.shape[0] - 1
-    out_cluster = np.full((n, beam), -1, dtype=np.int64)
-    out_score = np.zeros((n, beam), dtype=np.float32)
+    out_cluster = np.full((n, last_beam), -1, dtype=np.int64)
+    out_score = np.zeros((n, last_beam), dtype=np.float32)
     n_chunks = min(n, n_threads)
     for t in prange(n_chunks):
         acc = np.zeros(max_group_size, dtype=np.float32)
-        h_score = np.empty(beam, dtype=np.float32)
-        h_node = np.empty(beam, dtype=np.int64)
+        h_score = np.empty(last_beam, dtype=np.float32)
+        h_node = np.empty(last_beam, dtype=np.int64)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             _beam_search(x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], layer_slot_ptr,
                          group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
-                         dense_of_group, dense_rows, post, beam, acc, h_score, h_node, out_score[i], out_cluster[i])
+                         dense_of_group, dense_rows, post, beam, last_beam, acc, h_score, h_node, out_score[i],
+                         out_cluster[i])
     return out_cluster, out_score
 
 
@@ -376,12 +381,14 @@ def upper_beams(x_ptr, x_idx, x_val, layer_slot_ptr, group_slot_ptr, u_feat_ptr,
 def search_topk(
     x_ptr, x_idx, x_val,
     layer_slot_ptr, group_slot_ptr, u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
-    dense_of_group, dense_rows, u_post, beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
-    base_slot_ptr, ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
+    dense_of_group, dense_rows, u_post, beam, inserted_beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr,
+    chunk_slot, chunk_val, base_slot_ptr, ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
     n_base, max_group_size, subset, post, path_exponent, k, heap, n_threads, dense_q,
 ):
     """The whole search in one call: beam search down the upper layers, then leaf scoring (`leaf_topk`) of the
     items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1.
+    Observed items are scored in each query's top-`beam` leaf clusters (PECOS's), inserted items in its top
+    `inserted_beam` >= beam: the last layer's wider list costs a larger heap, and inserted items are few.
 
     A batch is searched in two passes: every query's beam first, then the leaf scoring in the order of the
     queries' best clusters, so that queries reading the same clusters follow each other and find them in cache
@@ -390,20 +397,21 @@ def search_topk(
     out_slot = np.full((n, k), -1, dtype=np.int64)
     out_score = np.zeros((n, k), dtype=np.float32)
     n_chunks = min(n, n_threads, dense_q.shape[0])
-    beam_cluster = np.full((n, beam), -1, dtype=np.int64)
-    beam_score = np.zeros((n, beam), dtype=np.float32)
+    wide = inserted_beam if subset != 1 else beam
+    beam_cluster = np.full((n, wide), -1, dtype=np.int64)
+    beam_score = np.zeros((n, wide), dtype=np.float32)
     n_beam = np.zeros(n, dtype=np.int64)
     for t in prange(n_chunks):
         acc = np.zeros(max_group_size, dtype=np.float32)
-        hb_score = np.empty(beam, dtype=np.float32)
-        hb_node = np.empty(beam, dtype=np.int64)
+        hb_score = np.empty(wide, dtype=np.float32)
+        hb_node = np.empty(wide, dtype=np.int64)
         for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             q_idx = x_idx[x_ptr[i] : x_ptr[i + 1]]
             if q_idx.shape[0] == 0:  # no known term: no evidence for any item (left padded: slot -1)
                 continue
             n_beam[i] = _beam_search(q_idx, x_val[x_ptr[i] : x_ptr[i + 1]], layer_slot_ptr, group_slot_ptr,
                                      u_feat_ptr, u_feats, u_row_ptr, u_slot, u_val, u_bias, slot_node, node_slot,
-                                     dense_of_group, dense_rows, u_post, beam, acc, hb_score, hb_node,
+                                     dense_of_group, dense_rows, u_post, beam, wide, acc, hb_score, hb_node,
                                      beam_score[i], beam_cluster[i])
             _exponentiate(beam_score[i], n_beam[i], path_exponent)
     order = np.argsort(beam_cluster[:, 0], kind="mergesort") if n > 1 else np.zeros(n, dtype=np.int64)
@@ -416,7 +424,7 @@ def search_topk(
                 continue
             _score_query(
                 x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], beam_cluster[i, :nb],
-                beam_score[i, :nb], chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
+                beam_score[i, :nb], beam, chunk_feat_ptr, chunk_feats, chunk_row_ptr, chunk_slot, chunk_val,
                 base_slot_ptr, ins, w_ptr, w_idx, w_val, slot_bias, slot_alive,
                 n_base, subset, post, acc, dense_q[t], seen_q, h_score, h_slot, tmp_score, tmp_slot, table,
                 out_score[i], out_slot[i],

@@ -66,6 +66,9 @@ class ColdStartConfig:
     # costs about as much as the rest of an insertion)
     assign: str = "route"
     clusters_per_item: int = 3  # a new item joins its best m clusters: more queries reach it; it costs m times
+    # a query looks for inserted items in its top beam * inserted_beam_factor leaf clusters (only the beam's last
+    # layer widens; observed items stay in the top beam): more queries reach new items, at the cost of scoring them
+    inserted_beam_factor: int = 2
     generator: str = "learned"  # learned (trained by `train` / `fit_generator`) | mean | weighted | self | mean_self
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
@@ -81,6 +84,8 @@ class ColdStartConfig:
             raise ValueError(f"assign must be one of {ASSIGNERS + (AUTO,)}, got {self.assign!r}")
         if self.max_nnz < 1:
             raise ValueError("max_nnz must be >= 1")
+        if not (isinstance(self.inserted_beam_factor, int) and self.inserted_beam_factor >= 1):
+            raise ValueError(f"inserted_beam_factor must be an integer >= 1, got {self.inserted_beam_factor!r}")
         if not 1 <= self.clusters_per_item <= MAX_CLUSTERS_PER_ITEM:
             raise ValueError(f"clusters_per_item must be in [1, {MAX_CLUSTERS_PER_ITEM}], got {self.clusters_per_item}")
         if self.generator != LearnedGenerator.name:
@@ -336,7 +341,9 @@ class XRMetaModel:
         X = smat.csr_matrix(X, dtype=np.float32)
         if X.shape[1] != self.featurizer.n_features:
             raise ModelError(f"queries have {X.shape[1]} features, the model {self.featurizer.n_features}")
-        return self.catalog.search(X, self.upper, beam_size, k, subset, threads)
+        wide = self.configs.coldstart.inserted_beam_factor
+        inserted_beam = beam_size * wide if isinstance(beam_size, (int, np.integer)) else None  # else search says why
+        return self.catalog.search(X, self.upper, beam_size, k, subset, threads, inserted_beam)
 
     def predict(self, queries: list[str], k: int = 10, beam_size: int | None = None, subset: str = "all",
                 threads: int = 1):

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clusters-per-item", type=int, default=3,
                    help="a new item joins its best this many leaf clusters: more queries' beams reach it, and "
                    "scoring inserted items costs about this many times more")
+    g.add_argument("--inserted-beam-factor", type=int, default=2,
+                   help="a query looks for inserted items in its top beam-size x this many leaf clusters (only "
+                   "the last layer of the beam widens; trained items stay in the top beam-size, as in PECOS): "
+                   "more queries reach new items, and scoring them costs about this many times more")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
     g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
                        observed_titles=not args.no_observed_titles),
             ColdStartConfig(k=args.k, selector=args.selector, max_postings=args.max_postings,
                             n_candidates=args.n_candidates, assign=args.assign, generator=args.generator,
-                            max_nnz=args.max_nnz, clusters_per_item=args.clusters_per_item),
+                            max_nnz=args.max_nnz, clusters_per_item=args.clusters_per_item,
+                            inserted_beam_factor=args.inserted_beam_factor),
             threads=args.threads, verbose=not args.quiet, generator_config=generator_config,
             info={"dataset": args.dataset,
                   "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},

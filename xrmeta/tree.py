@@ -222,20 +222,27 @@ class UpperLayers:
                 a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.dense_of_group,
                 self.dense_rows, self.post)
 
-    def top_clusters(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(clusters, path scores), both (n, beam_size): the top-`beam_size` leaf clusters of each row of X, best
-        first; cluster -1 where there are fewer."""
-        if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-            raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    def top_clusters(self, X: smat.csr_matrix, beam_size: int, threads: int = 1,
+                     last_beam: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(clusters, path scores), both (n, last_beam): the top leaf clusters of each row of X, best first;
+        cluster -1 where there are fewer. Every layer keeps `beam_size` nodes, the last `last_beam` (default
+        beam_size, at least beam_size): its first beam_size are the beam search's leaf clusters."""
+        last_beam = beam_size if last_beam is None else last_beam
+        for name, v in (("beam_size", beam_size), ("last_beam", last_beam)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if last_beam < beam_size:
+            raise ValueError(f"last_beam ({last_beam}) must be >= beam_size ({beam_size})")
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
         n_threads = threads if threads > 0 else numba.get_num_threads()
         return upper_beams(X.indptr.astype(np.int64), X.indices, X.data, *self.kernel_args(), int(beam_size),
-                           self.max_group_size, n_threads)
+                           int(last_beam), self.max_group_size, n_threads)
 
-    def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1) -> smat.csr_matrix:
-        """Queries x clusters: the top-`beam_size` leaf clusters of each row of X with their path scores."""
-        clusters, scores = self.top_clusters(X, beam_size, threads)
+    def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1,
+              last_beam: int | None = None) -> smat.csr_matrix:
+        """Queries x clusters: the top leaf clusters of each row of X (as `top_clusters`) with their path scores."""
+        clusters, scores = self.top_clusters(X, beam_size, threads, last_beam)
         keep = clusters >= 0
         indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         B = smat.csr_matrix((scores[keep], clusters[keep], indptr), shape=(X.shape[0], self.n_clusters))
