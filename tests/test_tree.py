@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as smat
 from pecos.xmc.xlinear.model import XLinearModel
 
+from xrmeta.model import ColdStartConfig
 from xrmeta.tree import UpperLayers
 
 from .conftest import assert_topk_match
@@ -165,3 +166,9 @@ def test_inconsistent_chain_is_rejected():
     chain[1].C = smat.csc_matrix(np.ones((12, 3), np.float32))  # every node under every parent
     with pytest.raises(ValueError, match="one parent"):
         UpperLayers.from_chain(chain, 12, "l3-hinge")
+
+
+@pytest.mark.parametrize("factor", [0, -1, 1.5])
+def test_bad_inserted_beam_factor_is_rejected(factor):
+    with pytest.raises(ValueError, match="inserted_beam_factor"):
+        ColdStartConfig(inserted_beam_factor=factor).validate()
