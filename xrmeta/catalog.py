@@ -311,12 +311,7 @@ class Catalog:
         inserted_beam (>= beam_size, default beam_size): inserted items are scored in the top inserted_beam leaf
         clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does."""
         self._check_search(subset, k)
-        inserted_beam = beam_size if inserted_beam is None else inserted_beam
-        for name, v in (("beam_size", beam_size), ("inserted_beam", inserted_beam)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if inserted_beam < beam_size:
-            raise ValueError(f"inserted_beam ({inserted_beam}) must be >= beam_size ({beam_size})")
+        inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
         if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
             raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
                              f"{self.n_features} features and {self.n_clusters} clusters")
@@ -417,6 +412,17 @@ def _entries_from_slot_lists(a: dict) -> dict:
     a["entry_slot"] = np.arange(n_base, len(a["slot_alive"]), dtype=np.int32)
     a["entry_cluster"] = np.asarray(a["slot_cluster"][n_base:], dtype=np.int32)
     return a
+
+
+def check_beams(beam_size, wide, wide_name: str) -> int:
+    """Check a beam size and a wider list of leaf clusters (None: the beam itself); returns the wider one."""
+    wide = beam_size if wide is None else wide
+    for name, v in (("beam_size", beam_size), (wide_name, wide)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if wide < beam_size:
+        raise ValueError(f"{wide_name} ({wide}) must be >= beam_size ({beam_size})")
+    return wide
 
 
 def _repeated_entries(entry_slot: np.ndarray, entry_cluster: np.ndarray) -> bool:

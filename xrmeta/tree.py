@@ -23,7 +23,7 @@ import scipy.sparse as smat
 from pecos.xmc import Indexer, LabelEmbeddingFactory
 from pecos.xmc.xlinear.model import XLinearModel
 
-from .catalog import feature_major
+from .catalog import check_beams, feature_major
 from .kernels import POST_PROCESSORS, upper_beams
 
 LABEL_EMBEDDINGS = ("pifa", "title", "mix")
@@ -227,12 +227,7 @@ class UpperLayers:
         """(clusters, path scores), both (n, last_beam): the top leaf clusters of each row of X, best first;
         cluster -1 where there are fewer. Every layer keeps `beam_size` nodes, the last `last_beam` (default
         beam_size, at least beam_size): its first beam_size are the beam search's leaf clusters."""
-        last_beam = beam_size if last_beam is None else last_beam
-        for name, v in (("beam_size", beam_size), ("last_beam", last_beam)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if last_beam < beam_size:
-            raise ValueError(f"last_beam ({last_beam}) must be >= beam_size ({beam_size})")
+        last_beam = check_beams(beam_size, last_beam, "last_beam")
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
         n_threads = threads if threads > 0 else numba.get_num_threads()
