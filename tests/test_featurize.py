@@ -139,3 +139,19 @@ def test_a_featurizer_saved_before_normalisation_keeps_its_texts_as_given(tmp_pa
 def test_unknown_normalization_is_refused():
     with pytest.raises(ValueError, match="normalization must be one of"):
         Featurizer.train(TEXTS, FeaturizerConfig(normalization="lower"))
+
+
+def test_a_script_exits_without_a_destructor_traceback(tmp_path):
+    """PECOS's Tfidf.__del__ used to raise at interpreter exit (its module global `clib` is None by then)."""
+    import subprocess
+    import sys
+
+    script = ("from xrmeta.featurize import Featurizer\n"
+              f"f = Featurizer.train({TEXTS!r})\n"
+              f"f.save({str(tmp_path / 'f')!r})\n"
+              f"g = Featurizer.load({str(tmp_path / 'f')!r})\n"
+              "print(g.transform(['Red Kettle']).nnz)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) > 0
+    assert "Exception ignored" not in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as smat
-from pecos.utils.featurization.text.vectorizers import Vectorizer
+from pecos.core import clib
+from pecos.utils.featurization.text.vectorizers import Tfidf, Vectorizer
 
 # (analyzer, ngram) of the feature blocks, in the order PECOS concatenates them.
 BLOCKS = (("word", 1), ("word", 2), ("char_wb", 3))
@@ -93,10 +94,25 @@ class FeaturizerConfig:
         return {"type": "tfidf", "kwargs": {"base_vect_configs": blocks, "norm_p": 2, "threads": threads}}
 
 
+class _Tfidf(Tfidf):
+    """PECOS's Tfidf frees its C++ model in `__del__` through its module's global `clib`, which is None when the
+    interpreter exits: every script ended with an "Exception ignored in Tfidf.__del__" traceback. This one keeps
+    its own reference to the library and frees the model once."""
+
+    _clib = clib
+
+    def __del__(self):
+        if self.model is not None:
+            self._clib.tfidf_destruct(self.model)
+            self.model = None
+
+
 class Featurizer:
     """A trained TF-IDF vectorizer with its config and per-block feature offsets."""
 
     def __init__(self, vectorizer: Vectorizer, config: FeaturizerConfig, block_sizes: list[int]):
+        if type(vectorizer.model) is Tfidf:
+            vectorizer.model.__class__ = _Tfidf  # same object and fields: only its destructor changes
         self.vectorizer = vectorizer
         self.config = config
         self.block_sizes = list(block_sizes)
