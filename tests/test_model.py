@@ -150,6 +150,16 @@ def test_inserted_item_found_by_its_title(trained, novel, generator, assign, sub
     assert all(rates[k] >= floor for k, floor in floors.items()), rates
 
 
+def test_add_items_gives_the_same_items_whatever_the_threads(trained, novel):
+    """threads reaches every stage of an insertion (featurize, select, assign, generate): any count, one result."""
+    models = [clone(trained, assign=assign) for assign in ("route", "vote") for _ in range(2)]
+    for model, threads in zip(models, [1, -1, 2, 1]):
+        model.add_items(novel[0][:50], novel[1][:50], threads=threads)
+    for a, b in (models[:2], models[2:]):
+        for key, value in a.catalog.arrays().items():
+            np.testing.assert_array_equal(b.catalog.arrays()[key], value, err_msg=key)
+
+
 def test_removed_items_never_come_back(with_novel, data, split, novel, test_queries):
     model = clone(with_novel)
     rng = np.random.default_rng(5)

@@ -264,6 +264,7 @@ def fit_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, leaf: ServedLeaf, upper, 
                     config.proxy_frac, config.observed_query_frac, rng, threads)
     beams = upper.beams(X[held.queries[:MAX_TRUST_QUERIES]], tree.beam_size, threads=threads).tocsr()
     beams.sort_indices()
-    trust = fit_title_trust(X, Ys, selector.Z, held, beams, leaf.cluster, leaf.n_clusters, rng, verbose=verbose)
+    trust = fit_title_trust(X, Ys, selector.Z, held, beams, leaf.cluster, leaf.n_clusters, rng, verbose=verbose,
+                            threads=threads)
     return held, trust
 

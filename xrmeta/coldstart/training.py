@@ -242,7 +242,8 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
 # ---------------------------------------------------------------- title trust
 def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix, held: HeldOut, beams,
                     slot_cluster: np.ndarray, n_clusters: int, rng, negatives: int = 32, steps: int = 200,
-                    lr: float = 0.05, path_exponent: float = 0.0, verbose: bool = False) -> TitleTrust:
+                    lr: float = 0.05, path_exponent: float = 0.0, verbose: bool = False,
+                    threads: int = -1) -> TitleTrust:
     """Fit `TitleTrust` on held-out clicks: for each held-out query (beams: the beam clusters of the first
     beams.shape[0] of held.queries, which come in random order) its relevant
     retrained (rest) items against `negatives` observed items drawn from its whole beam, every one scored
@@ -266,8 +267,8 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
     if label.sum() == 0:
         raise TrainingError("no held-out click on a retrained item: cannot fit the title trust")
     q = queries[row]
-    u = pair_dots(X, q, held.W, items) + held.bias[items]
-    v = pair_dots(normalize(X), q, normalize(Zs), items)
+    u = pair_dots(X, q, held.W, items, threads=threads) + held.bias[items]
+    v = pair_dots(normalize(X), q, normalize(Zs), items, threads=threads)
     trust = TitleTrust(post_processor="sigmoid", path_exponent=path_exponent)
     bucket = trust.buckets(held.clicks[items])
     lp = log_path(beams, row, np.asarray(slot_cluster, dtype=np.int64)[items]) * np.float32(path_exponent)
