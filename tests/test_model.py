@@ -324,8 +324,8 @@ TITLE = "vubo kettle steel b123"  # a valid title in the synthetic vocabulary
     (lambda m: m.catalog.add(["n1"], [0], smat.csr_matrix((1, 3), dtype=np.float32), [0.0]),
      CatalogError, "expected"),
 ], ids=["empty-title", "blank-title", "dup-id-in-batch", "id-trained", "id-inserted", "lengths", "unknown-ngrams",
-        "remove-unknown", "remove-dup", "query-dim", "add-threads", "predict-threads", "nan-weight", "inf-bias", "cluster-high", "cluster-negative",
-        "weight-shape"])
+        "remove-unknown", "remove-dup", "query-dim", "add-threads", "predict-threads", "nan-weight", "inf-bias",
+        "cluster-high", "cluster-negative", "weight-shape"])
 def test_bad_input_raises_and_changes_nothing(with_novel, call, error, match):
     model = clone(with_novel)
     snap = snapshot(model.catalog)

@@ -116,8 +116,10 @@ def main(argv=None) -> int:
         model = XRMetaModel.train(
             [data.query_texts[i] for i in split.train_queries], split.Y_train,
             [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
-            featurizer_config=FeaturizerConfig(max_feature=args.max_feature, min_df=args.min_df, normalization=args.normalization),
-            tree_config=TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha, branching=args.branching,
+            featurizer_config=FeaturizerConfig(max_feature=args.max_feature, min_df=args.min_df,
+                                               normalization=args.normalization),
+            tree_config=TreeConfig(label_embedding=args.label_embedding, mix_alpha=args.mix_alpha,
+                                   branching=args.branching,
                        max_leaf_size=args.max_leaf_size, threshold=args.threshold, beam_size=args.beam_size,
                        post_processor=args.post_processor, seed=args.seed, title_weight=args.title_weight,
                        title_layers=args.title_layers,
