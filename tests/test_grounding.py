@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as smat
 
 from xrmeta import persist
-from xrmeta.model import ColdStartConfig, XRMetaModel
+from xrmeta import ColdStartConfig, XRMetaModel
 from xrmeta.tree import TreeConfig, training_instances
 
 from .conftest import MAX_LEAF, clone
@@ -72,7 +72,7 @@ def test_a_never_clicked_product_is_found_by_its_title(real_model):
 
 def test_empty_and_unknown_queries_return_no_items(real_model):
     ids, scores = real_model.predict(["", "   ", "!!! ???", "qjqj wqwq"], k=4)
-    assert (ids == None).all() and (scores == 0).all()  # noqa: E711
+    assert (ids == "").all() and (scores == -np.inf).all()
 
 
 def test_new_item_joins_its_best_clusters_and_is_returned_once(real_model):

@@ -8,18 +8,22 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as smat
-import torch
 
 from xrmeta import kernels
 from xrmeta import train as train_cli
 from xrmeta import train_generator as train_generator_cli
+from xrmeta.coldstart import GENERATORS
 from xrmeta.coldstart import learned as L
+from xrmeta.coldstart import network as N
+from xrmeta.coldstart import train_learned as TL
 from xrmeta.coldstart import training as T
 from xrmeta.coldstart.generate import Calibration
 from xrmeta.model import ColdStartConfig, ModelError, XRMetaModel
 from xrmeta.tree import TreeConfig
 
 from .conftest import MAX_LEAF, clone
+
+torch = pytest.importorskip("torch")  # training needs it; serving does not (tested below)
 
 SMALL = dict(steps=15, max_items=900, seed=3)
 
@@ -43,7 +47,7 @@ def test_numba_forward_matches_torch(depth):
     config = L.LearnedConfig(depth=depth, d_model=8, n_heads=2, d_ff=12, seed=depth)
     mu = rng.normal(size=(2, L.N_FEATURES)).astype(np.float32)
     sd = rng.uniform(0.5, 2, size=(2, L.N_FEATURES)).astype(np.float32)
-    net = L.make_net(config, 4, 3, Calibration(3.0, -0.4), mu, sd)
+    net = N.make_net(config, 4, 3, Calibration(3.0, -0.4), mu, sd)
     with torch.no_grad():  # move every parameter off its initial value (heads start at zero weights)
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(7)) * 0.3)
@@ -124,7 +128,7 @@ def test_held_out_retraining_reproduces_the_served_classifiers(data, split, trai
     cat = model.catalog
     rest = np.arange(cat.base_slot_ptr[3], cat.base_slot_ptr[6])
     none = np.zeros(0, dtype=np.int64)
-    W0, b0 = model.pecos_leaf()
+    W0, b0 = model._pecos_leaf()
     W, bias = T._held_out_classifiers(X, Ys, model.selector.Z, W0, b0, cat.slot_cluster.view, none, rest, none,
                                       model.configs.tree, threads=1)
     np.testing.assert_allclose(W[rest].toarray(), W0[rest].toarray(), atol=1e-4)
@@ -135,7 +139,7 @@ def test_as_if_unseen_drops_ngrams_only_the_title_brought():
     Z = smat.csr_matrix(np.array([[0.6, 0.8, 0, 0], [0.6, 0, 0.8, 0], [0, 0, 1, 0]], dtype=np.float32))
     X = smat.csr_matrix(np.array([[1.0, 0, 0, 0]], dtype=np.float32))  # queries know feature 0 only
     block = np.array([0, 0, 1, 1], dtype=np.int8)
-    T = L._as_if_unseen(Z, X, np.array([0, 1]), block, 2, min_df=1).toarray()
+    T = TL._as_if_unseen(Z, X, np.array([0, 1]), block, 2, min_df=1).toarray()
     np.testing.assert_allclose(T[0], [1, 0, 0, 0], atol=1e-6)  # feature 1: only item 0's own title has it
     np.testing.assert_allclose(T[1], [np.sqrt(0.5), 0, np.sqrt(0.5), 0], atol=1e-6)  # item 2 has feature 2
 
@@ -161,13 +165,16 @@ def test_plan_is_sparse_mix_of_neighbours_and_title(trained, train_xy, learned, 
         model.fit_generator(*train_xy, L.LearnedConfig(**SMALL, parts=parts), verbose=False)
     titles, _ = novel
     S = model.featurizer.transform(titles[:40], threads=1)
-    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
+    nbrs, sims = model.selector.search(S, model.configs.coldstart.k, threads=1)
     nbrs[0, 1:] = -1  # fewer neighbours than k
-    plan = model.generator.plan(S, nbrs, sims)
+    plan = model.generator.plan(S, nbrs, sims, threads=1)
+    for other in (model.generator.plan(S, nbrs, sims, threads=2), model.generator.plan(S, nbrs, sims)):
+        for a, b in zip(vars(plan).values(), vars(other).values()):
+            np.testing.assert_array_equal(a, b)  # whatever the threads
     assert plan.nbr_coef.shape == nbrs.shape and plan.self_coef.shape == (40, 3) and plan.bias.shape == (40,)
     assert np.isfinite(plan.nbr_coef).all() and np.isfinite(plan.self_coef).all() and np.isfinite(plan.bias).all()
     assert (plan.nbr_coef[nbrs < 0] == 0).all() and (plan.self_coef > 0).all()
-    weights, biases = model.generate(S, nbrs, sims)
+    weights, biases = model.coldstart.generate(S, nbrs, sims, threads=1)
     assert weights.shape == S.shape and np.diff(weights.indptr).max() <= model.configs.coldstart.max_nnz
     if parts == "both":
         assert (plan.nbr_coef[nbrs >= 0] > 0).all()
@@ -182,8 +189,9 @@ def test_plan_is_sparse_mix_of_neighbours_and_title(trained, train_xy, learned, 
 def test_inserted_items_are_found_by_their_own_title(learned, novel):
     titles, ids = novel
     model = clone(learned)
-    slots = model.add_items(titles, ids)
-    top, _ = model.predict_slots(model.featurizer.transform(titles, threads=1), k=10, subset="inserted")
+    model.add_items(titles, ids)
+    slots = np.array([model.catalog.slot_of[i] for i in ids])
+    top, _ = model._search(model.featurizer.transform(titles, threads=1), k=10, subset="inserted")
     found = (top == slots[:, None]).any(axis=1).mean()
     assert found > 0.5, f"only {found:.0%} of the new items are in the top 10 of their own title"
 
@@ -214,7 +222,7 @@ def test_learned_generator_is_refused_where_there_is_none(trained, tmp_path):
     with pytest.raises(ModelError, match="no learned generator"):
         model.use_generator("learned")
     assert model.configs.coldstart.generator == "mean"  # unchanged
-    with pytest.raises(L.GeneratorError, match="expected"):
+    with pytest.raises(ModelError, match="expected"):
         clone(trained).fit_generator(smat.csr_matrix((3, trained.featurizer.n_features), dtype=np.float32),
                                      smat.csr_matrix((3, 5)), verbose=False)
 
@@ -235,3 +243,90 @@ def test_command_lines_train_the_generator(tmp_path, capsys):
     model.add_items(["blue cotton shirt large"], ["new-1"])
     assert train_generator_cli.main(["--model-dir", str(folder), "--gen-width", "7", "--quiet"]) == 2
     assert "divisible" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- serving without torch, the registry
+NO_TORCH = '''
+import sys
+tried = []
+class NoTorch:  # as if torch were not installed: every import of it fails, and is recorded
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            tried.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoTorch())
+'''
+
+SERVE = NO_TORCH + '''
+import json
+import numpy as np
+from xrmeta import XRMetaModel
+folder, titles, ids, queries, out = json.loads(sys.argv[1])
+model = XRMetaModel.load(folder)
+assert model.generator.name == "learned"
+model.add_items(titles, ids)
+found = model.predict(queries, k=10, subset="all")
+np.savez(out, ids=found.ids, scores=found.scores)
+assert not tried and not any(m == "torch" or m.startswith("torch.") for m in sys.modules), tried
+try:  # training says what to install
+    model.fit_generator(model.featurizer.transform(queries), np.zeros((len(queries), 1800), np.float32))
+except ImportError as e:
+    print(e)
+'''
+
+
+def test_serving_a_learned_generator_never_imports_torch(learned, novel, test_queries, tmp_path):
+    """load + add_items (learned generator) + predict in a process where torch cannot be imported: the same
+    results as here, and not one attempt to import it; training there names the extra to install."""
+    import subprocess
+    import sys
+
+    learned.save(tmp_path / "m")
+    titles, ids = novel[0][:60], novel[1][:60]
+    queries = titles[:20] + test_queries[:50]
+    args = json.dumps([str(tmp_path / "m"), titles, ids, queries, str(tmp_path / "out.npz")])
+    run = subprocess.run([sys.executable, "-c", SERVE, args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "pip install 'xrmeta[train]'" in run.stdout
+    model = XRMetaModel.load(tmp_path / "m")
+    model.add_items(titles, ids)
+    want = model.predict(queries, k=10)
+    with np.load(tmp_path / "out.npz") as got:
+        np.testing.assert_array_equal(got["ids"], want.ids)
+        np.testing.assert_array_equal(got["scores"], want.scores)
+
+
+def test_training_without_torch_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    train = NO_TORCH + '''
+from xrmeta import ColdStartConfig, TreeConfig, XRMetaModel, make_synthetic
+d = make_synthetic(n_items=200, n_queries=600, seed=0)
+for tree, cold in ((TreeConfig(), ColdStartConfig(generator="mean")),
+                   (TreeConfig(observed_titles=False), ColdStartConfig())):
+    try:
+        XRMetaModel.train(d.query_texts, d.Y, d.item_texts, d.item_ids, tree_config=tree, coldstart_config=cold,
+                          verbose=False)
+    except ImportError as e:
+        print(e)
+# without the title trust and with a hand-made generator, nothing needs torch
+model = XRMetaModel.train(d.query_texts, d.Y, d.item_texts, d.item_ids, tree_config=TreeConfig(observed_titles=False),
+                          coldstart_config=ColdStartConfig(generator="mean"), verbose=False)
+model.add_items(["a brand new kettle"], ["new-1"])
+print("trained", len(model))
+'''
+    run = subprocess.run([sys.executable, "-c", train], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3 and all("pip install 'xrmeta[train]'" in line for line in lines[:2]), lines
+    assert "title trust" in lines[0] and lines[2] == "trained 201"
+
+
+def test_the_learned_generator_is_registered_like_the_hand_made_ones(learned, tmp_path):
+    assert set(GENERATORS) == {"learned", "mean", "weighted", "self", "mean_self"}
+    assert GENERATORS["learned"] is L.LearnedGenerator and GENERATORS["learned"].trained
+    assert not any(GENERATORS[n].trained for n in ("mean", "weighted", "self", "mean_self"))
+    assert isinstance(learned.generator, GENERATORS["learned"])
+    with pytest.raises(ValueError, match="unknown generator"):
+        ColdStartConfig(generator="best").validate()

@@ -3,12 +3,12 @@ default; any L2-normalised sparse rows can be plugged in)."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
 from .. import kernels
+from ..threads import resolve
 
 
 class Selector:
@@ -21,6 +21,7 @@ class Selector:
     """
 
     def __init__(self, Z: smat.spmatrix, max_postings: int | None = None, n_candidates: int = 64):
+        """Z: (n_items, F) the observed items' representations (L2-normalised here), rows in slot order."""
         Z = normalize(smat.csr_matrix(Z, dtype=np.float32))
         Z.sort_indices()
         self.Z = Z
@@ -37,17 +38,19 @@ class Selector:
 
     @property
     def n_items(self) -> int:
+        """Observed items searched (rows of Z)."""
         return self.Z.shape[0]
 
-    def search(self, Q: smat.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(items, sims), both (n, k), nearest first; -1 where fewer than k items share a feature."""
+    def search(self, Q: smat.csr_matrix, k: int, threads: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(items int64, sims float32), both (n, k): the k rows of Z nearest to each row of Q (n x F), nearest
+        first; item -1 (sim 0) where fewer than k share a feature. threads: -1 = all cores, n >= 1."""
         if Q.shape[1] != self.Z.shape[1]:
             raise ValueError(f"query dimension {Q.shape[1]} != item dimension {self.Z.shape[1]}")
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
         return kernels.knn_topk(
             Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
             self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
-            numba.get_num_threads(),
+            resolve(threads),
         )
 
 
@@ -61,10 +64,10 @@ def _truncate_columns(M: smat.csc_matrix, keep: int) -> smat.csc_matrix:
     return smat.csc_matrix((M.data[kept], M.indices[kept], indptr), shape=M.shape)
 
 
-def neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16):
+def neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16, threads: int = -1):
     """Each proxy's (observed items treated as new) k nearest observed items that are not proxies (IRENE: a proxy
     never sees its own classifier; here it sees none of the held-out items either). -1 where fewer remain."""
-    nbrs, sims = selector.search(titles, k + extra)
+    nbrs, sims = selector.search(titles, k + extra, threads)
     is_proxy = np.zeros(selector.n_items, dtype=bool)
     is_proxy[proxies] = True
     ok = (nbrs >= 0) & ~is_proxy[np.maximum(nbrs, 0)]

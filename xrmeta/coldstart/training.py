@@ -7,6 +7,8 @@ whole leaf clusters is drawn; in it, `proxy_frac` of the clicked items become pr
 their queries and titles are held out, and they are never their own neighbours), and `observed_query_frac` of the
 other queries are held out too. The sampled items' leaf classifiers are retrained without either (PECOS's solver,
 the tree's settings, their titles as instances as in training). Everything here takes arrays, not the model.
+
+Fitting needs torch (`pip install 'xrmeta[train]'`); serving never imports it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,46 @@ import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
 from .. import kernels
+from ..threads import resolve
 from ..ground import TitleTrust
 
 
 class TrainingError(ValueError):
-    pass
+    """Training data that cannot support a fit (too few clicks to hold any out)."""
+
+
+TORCH_MISSING = "training {what} needs torch, which serving does not: pip install 'xrmeta[train]' (or torch)"
+
+
+def import_torch(what: str = "the title trust or the learned generator"):
+    """The torch module, or an ImportError that says how to install it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(TORCH_MISSING.format(what=what)) from e
+    return torch
+
+
+@dataclass
+class ServedLeaf:
+    """The observed items' leaf layer as served, rows in slot order (slots 0..n_base-1, grouped by cluster)."""
+
+    W: smat.csr_matrix  # (n_base, F) float32 item-major classifiers, without the bias
+    bias: np.ndarray  # (n_base,) float32
+    cluster: np.ndarray  # (n_base,) leaf cluster of each item
+    cluster_ptr: np.ndarray  # (n_clusters + 1,) the first slot of each cluster
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.cluster_ptr) - 1
 
 
 @dataclass
 class HeldOut:
-    """Observed items (slots 0..n_base-1) with some clicks held out. W and bias are the leaf classifiers as
-    PECOS trained them (no title trust), the sampled `rest` items' retrained without the held-out queries and
-    the proxies; clicks counts the training queries each classifier saw."""
+    """Observed items (slots 0..n_base-1) with some clicks held out. W and bias are the leaf classifiers given
+    to `hold_out` (as PECOS trained them when the title trust is fitted on them), but the sampled `rest` items'
+    are retrained (by PECOS's solver, no title trust) without the held-out queries and the proxies; clicks counts
+    the training queries each classifier saw."""
 
     proxies: np.ndarray  # slots of the stand-ins for new items
     rest: np.ndarray  # slots whose classifiers were retrained
@@ -41,7 +71,7 @@ class HeldOut:
 
 def hold_out(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix, W: smat.csr_matrix, bias: np.ndarray,
              slot_cluster: np.ndarray, base_slot_ptr: np.ndarray, tree, max_items: int, proxy_frac: float,
-             observed_query_frac: float, rng, threads: int = 1) -> HeldOut:
+             observed_query_frac: float, rng, threads: int = -1) -> HeldOut:
     """X: training queries (rows), Ys: their relevance to the observed items in slot order, Zs: the items'
     titles in slot order, W / bias: their served PECOS classifiers (item-major), slot_cluster / base_slot_ptr:
     their leaf clusters; tree: the TreeConfig they were trained with."""
@@ -128,8 +158,8 @@ def _held_out_classifiers(X, Ys, Zs, W, bias, slot_cluster, proxies, rest, queri
     Y = Y.tocsr()
     Y.data[:] = 1.0
     prob = MLProblem(smat.csr_matrix(inst, dtype=np.float32), Y.tocsc(), C=C, M=Mi.tocsc(), R=R,
-                     threads=max(1, threads))
-    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0, threads=max(1, threads))
+                     threads=resolve(threads))
+    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0, threads=resolve(threads))
     Wr = smat.csc_matrix(MLModel.train(prob, params).W)  # (F + 1) x len(rest), bias weight in the last row
     n_features = Wr.shape[0] - 1
     retrained = Wr[:n_features].T.tocsr()
@@ -194,7 +224,7 @@ def query_pairs(Yq: smat.csr_matrix, beams: smat.csr_matrix, pool: np.ndarray, p
 
 
 def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, item_rows: np.ndarray,
-              feature_block: np.ndarray | None = None, n_blocks: int = 1) -> np.ndarray:
+              feature_block: np.ndarray | None = None, n_blocks: int = 1, threads: int = -1) -> np.ndarray:
     """x_q . m_i for each pair (item_rows (P,) or (P, K); -1 = none, 0), per n-gram block when feature_block
     is given: (P,) / (P, K) / (..., n_blocks)."""
     M = smat.csr_matrix(M, dtype=np.float32)
@@ -212,7 +242,8 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
 # ---------------------------------------------------------------- title trust
 def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix, held: HeldOut, beams,
                     slot_cluster: np.ndarray, n_clusters: int, rng, negatives: int = 32, steps: int = 200,
-                    lr: float = 0.05, path_exponent: float = 0.0, verbose: bool = False) -> TitleTrust:
+                    lr: float = 0.05, path_exponent: float = 0.0, verbose: bool = False,
+                    threads: int = -1) -> TitleTrust:
     """Fit `TitleTrust` on held-out clicks: for each held-out query (beams: the beam clusters of the first
     beams.shape[0] of held.queries, which come in random order) its relevant
     retrained (rest) items against `negatives` observed items drawn from its whole beam, every one scored
@@ -222,7 +253,7 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
     full-batch Adam; the bucket b counts the clicks the classifier saw. The path exponent is given, not fitted:
     the tree was trained on these queries, so their beams reach their relevant clusters with path scores a
     fresh query does not get."""
-    import torch
+    torch = import_torch()
 
     n_base = held.W.shape[0]
     pool = np.arange(n_base)
@@ -236,8 +267,8 @@ def fit_title_trust(X: smat.csr_matrix, Ys: smat.csr_matrix, Zs: smat.csr_matrix
     if label.sum() == 0:
         raise TrainingError("no held-out click on a retrained item: cannot fit the title trust")
     q = queries[row]
-    u = pair_dots(X, q, held.W, items) + held.bias[items]
-    v = pair_dots(normalize(X), q, normalize(Zs), items)
+    u = pair_dots(X, q, held.W, items, threads=threads) + held.bias[items]
+    v = pair_dots(normalize(X), q, normalize(Zs), items, threads=threads)
     trust = TitleTrust(post_processor="sigmoid", path_exponent=path_exponent)
     bucket = trust.buckets(held.clicks[items])
     lp = log_path(beams, row, np.asarray(slot_cluster, dtype=np.int64)[items]) * np.float32(path_exponent)
