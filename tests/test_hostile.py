@@ -98,12 +98,12 @@ def query(model, rows=1, data=None, indices=None):
 
 
 SEARCH = {
-    "nan-query": (lambda m: m.predict_slots(query(m, data=[np.nan, 1.0])), "must be finite"),
-    "inf-query": (lambda m: m.predict_slots(query(m, data=[1.0, -np.inf])), "must be finite"),
-    "feature-too-large": (lambda m: m.predict_slots(query(m, indices=[1, m.featurizer.n_features])),
+    "nan-query": (lambda m: m.predict_features(query(m, data=[np.nan, 1.0])), "must be finite"),
+    "inf-query": (lambda m: m.predict_features(query(m, data=[1.0, -np.inf])), "must be finite"),
+    "feature-too-large": (lambda m: m.predict_features(query(m, indices=[1, m.featurizer.n_features])),
                           "feature indices must be in"),
-    "feature-negative": (lambda m: m.predict_slots(query(m, indices=[-7, 1])), "feature indices must be in"),
-    "feature-count": (lambda m: m.predict_slots(smat.csr_matrix((1, 3), dtype=np.float32)), "features"),
+    "feature-negative": (lambda m: m.predict_features(query(m, indices=[-7, 1])), "feature indices must be in"),
+    "feature-count": (lambda m: m.predict_features(smat.csr_matrix((1, 3), dtype=np.float32)), "features"),
     "k-zero": (lambda m: m.predict([TITLE], k=0), "k must be >= 1"),
     "k-huge": (lambda m: m.predict([TITLE], k=10**9), "k must be >= 1 and <= 10000"),
     "k-float": (lambda m: m.predict([TITLE], k=2.5), "k must be"),
@@ -127,7 +127,9 @@ def test_search_rejects_bad_queries(with_novel, call, match):
 
 def test_search_accepts_empty_and_huge_queries(with_novel):
     ids, scores = with_novel.predict(["", "   ", too_long()], k=5)
-    assert ids.shape == (3, 5) and np.isfinite(scores).all()
+    assert ids.shape == (3, 5)
+    assert (ids[:2] == "").all() and (scores[:2] == -np.inf).all()  # no words, no items: padding only
+    assert (ids[2] != "").all() and np.isfinite(scores[2]).all()
     assert with_novel.predict([], k=5)[0].shape == (0, 5)
     assert with_novel.featurizer.transform([too_long()]).nnz > 0
 
@@ -187,7 +189,7 @@ DAMAGE = {  # damage(folder), error pattern ({dir}: the model directory)
                      r"{dir}/catalog_ids.txt: \d+ bytes"),
     "featurizer-missing": (lambda d: (d / first_file(d, "featurizer")).unlink(),
                            r"{dir}/featurizer/.*: missing \(listed in config.json\)"),
-    "pecos-flipped": (lambda d: flip_byte(d / first_file(d, "xlinear")), r"{dir}/xlinear/.*: checksum"),
+    "upper-flipped": (lambda d: flip_byte(d / first_file(d, "upper")), r"{dir}/upper/.*: checksum"),
     "manifest-escapes": (lambda d: edit_config(d, lambda c: c["files"].update({"../x": {}})),
                          "bad manifest entry '../x'"),
 }
