@@ -72,13 +72,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 from tqdm import tqdm
 
-from .. import kernels
+from .. import threads as thread_rule
+from ..kernels.coldstart import item_tokens
+from ..kernels.meta import meta_forward
+from ..layout import POST_PROCESSORS
 from .generate import Calibration, Generator, Plan
 from .select import neighbours_excluding
 from .training import Adam, HeldOut, hold_out, listwise_loss, log_path, pair_dots, query_pairs
@@ -158,9 +160,10 @@ def token_features(S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, Z: sm
     their neighbours (rows of Z, -1 = none) with similarities sims: `kernels.item_tokens`, one numba pass, the
     same at training and at insertion."""
     S = smat.csr_matrix(S, dtype=np.float32)
-    return kernels.item_tokens(S.indptr.astype(np.int64), S.indices, S.data, np.ascontiguousarray(nbrs, np.int64),
-                               np.ascontiguousarray(sims, np.float32), Z.indptr.astype(np.int64), Z.indices, Z.data,
-                               stats, feature_block, n_blocks, N_FEATURES, numba.get_num_threads())
+    n = thread_rule.resolve(-1)  # threads: wired by C/integrator
+    return thread_rule.run(item_tokens, n, S.indptr.astype(np.int64), S.indices, S.data,
+                           np.ascontiguousarray(nbrs, np.int64), np.ascontiguousarray(sims, np.float32),
+                           Z.indptr.astype(np.int64), Z.indices, Z.data, stats, feature_block, n_blocks, N_FEATURES, n)
 
 
 # ---------------------------------------------------------------- the network (torch, training only)
@@ -270,8 +273,9 @@ class LearnedGenerator(Generator):
         self.k = self.params["pos"].shape[0] - 1
 
     def forward(self, tokens: np.ndarray, valid: np.ndarray):
-        return kernels.meta_forward(np.ascontiguousarray(tokens, dtype=np.float32), valid,
-                                    *(self.params[p] for p in PARAM_ORDER), self.n_heads, numba.get_num_threads())
+        n = thread_rule.resolve(-1)  # threads: wired by C/integrator
+        return thread_rule.run(meta_forward, n, np.ascontiguousarray(tokens, dtype=np.float32), valid,
+                               *(self.params[p] for p in PARAM_ORDER), self.n_heads, n)
 
     def plan(self, S, nbr_items, nbr_sims) -> Plan:
         if nbr_items.shape[1] != self.k:
@@ -366,7 +370,7 @@ def train_generator(model, X: smat.csr_matrix, Y: smat.spmatrix, config: Learned
          f"pairs, prepared in {t_prep:.2f} s", verbose)
 
     net = make_net(config, k, n_blocks, model.calibration, *_token_moments(tokens, valid))
-    post = kernels.POST_PROCESSORS[trust.post_processor]
+    post = POST_PROCESSORS[trust.post_processor]
     loss, scores = _fit(net, tokens, valid, pairs, post, config, verbose)
     shift = _generalized_shift(scores, pairs, post, config.steal_tolerance, config.new_in_beam, config.bias_margin)
     with torch.no_grad():

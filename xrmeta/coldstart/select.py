@@ -3,12 +3,12 @@ default; any L2-normalised sparse rows can be plugged in)."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from .. import kernels
+from .. import threads
+from ..kernels.coldstart import knn_topk
 
 
 class Selector:
@@ -44,10 +44,10 @@ class Selector:
         if Q.shape[1] != self.Z.shape[1]:
             raise ValueError(f"query dimension {Q.shape[1]} != item dimension {self.Z.shape[1]}")
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
-        return kernels.knn_topk(
-            Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
-            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
-            numba.get_num_threads(),
+        n = threads.resolve(-1)  # threads: wired by C/integrator
+        return threads.run(
+            knn_topk, n, Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
+            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates, n,
         )
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from .. import kernels
+from .. import threads as thread_rule
+from ..kernels.coldstart import block_dots
 from ..ground import TitleTrust
 
 
@@ -202,9 +203,10 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
     two_d = item_rows.ndim == 2
     rows = item_rows if two_d else item_rows[:, None]
     fb = np.zeros(0, np.int8) if feature_block is None else feature_block
-    out = kernels.block_dots(X.indptr.astype(np.int64), X.indices, X.data, np.asarray(query_rows, np.int64),
-                             M.indptr.astype(np.int64), M.indices, M.data, np.ascontiguousarray(rows, np.int64),
-                             fb, n_blocks if feature_block is not None else 1)
+    out = thread_rule.run(  # threads: wired by C/integrator
+        block_dots, -1, X.indptr.astype(np.int64), X.indices, X.data, np.asarray(query_rows, np.int64),
+        M.indptr.astype(np.int64), M.indices, M.data, np.ascontiguousarray(rows, np.int64),
+        fb, n_blocks if feature_block is not None else 1)
     out = out if feature_block is not None else out[..., 0]
     return out if two_d else out[:, 0]
 
