@@ -23,6 +23,7 @@ from xrmeta.data import DataError, load_xc_repo
 from xrmeta.model import XRMetaModel
 
 from .conftest import assert_unchanged, dir_digest, snapshot
+from .reference import leaf_topk
 from .test_data import write_xc
 
 TITLE = "vubo kettle steel b123"  # in the synthetic vocabulary
@@ -109,12 +110,12 @@ SEARCH = {
     "k-float": (lambda m: m.predict([TITLE], k=2.5), "k must be"),
     "subset": (lambda m: m.predict([TITLE], subset="novel"), "subset must be one of"),
     "undecodable-query": (lambda m: m.predict(["caf\udce9"]), "surrogates not allowed"),
-    "beam-cluster-out-of-range": (lambda m: m.catalog.topk(query(m), smat.csr_matrix(
+    "beam-cluster-out-of-range": (lambda m: leaf_topk(m.catalog, query(m), smat.csr_matrix(
         (np.ones(1, np.float32), [m.catalog.n_clusters], [0, 1]), shape=(1, m.catalog.n_clusters + 1)), 5),
         "beam clusters in"),
-    "beam-score-nan": (lambda m: m.catalog.topk(query(m), smat.csr_matrix(
+    "beam-score-nan": (lambda m: leaf_topk(m.catalog, query(m), smat.csr_matrix(
         (np.array([np.nan], np.float32), [0], [0, 1]), shape=(1, m.catalog.n_clusters)), 5), "must be finite"),
-    "beam-rows": (lambda m: m.catalog.topk(query(m, rows=2), smat.csr_matrix((1, m.catalog.n_clusters)), 5),
+    "beam-rows": (lambda m: leaf_topk(m.catalog, query(m, rows=2), smat.csr_matrix((1, m.catalog.n_clusters)), 5),
                   "do not fit"),
 }
 

@@ -7,16 +7,17 @@ import pytest
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from xrmeta import kernels
 from xrmeta.catalog import Catalog
 from xrmeta.coldstart import Selector, assign_vote, make_generator
 from xrmeta.coldstart.generate import synthesize
+from xrmeta.kernels.coldstart import mix_sparse
+from xrmeta.kernels.search import _raw_floor, transform
+from xrmeta.layout import POST_PROCESSORS
 
 from .conftest import assert_topk_match, best_path, clone, csr, dense_topk, search_scores
+from .reference import leaf_topk
 
-
-
-# ---------------------------------------------------------------- leaf_topk (Catalog.topk)
+# ---------------------------------------------------------------- leaf scoring (reference.leaf_topk)
 @pytest.fixture(scope="module")
 def mutated(with_novel):
     """Trained + inserted items, with some of each removed."""
@@ -47,7 +48,7 @@ def queries_and_beams(mutated, test_queries, novel):
 def leaf_reference(catalog: Catalog, X, beams, subset: str) -> np.ndarray:
     """Dense (queries x slots) scores: every alive item of each beam cluster, scored from its item-major
     weights; -inf for items not in a beam cluster, removed, or outside the subset."""
-    inserted = catalog.is_inserted(np.arange(catalog.n_slots))
+    inserted = np.arange(catalog.n_slots) >= catalog.n_base
     in_subset = {"all": np.ones_like(inserted), "observed": ~inserted, "inserted": inserted}[subset]
     candidate = in_subset & catalog.slot_alive.view
     return np.where(candidate & (best_path(catalog, beams) > 0), search_scores(catalog, X, beams), -np.inf)
@@ -61,7 +62,7 @@ def test_leaf_topk_matches_brute_force(mutated, queries_and_beams, post, path_ex
     assert c.item_clusters(np.arange(c.n_base, c.n_slots)).shape[1] > 1  # items inserted into several clusters
     catalog = Catalog(c.arrays(), c.ids, c.n_features, post, path_exponent)
     X, beams = queries_and_beams
-    slots, scores = catalog.topk(X, beams, k, subset)
+    slots, scores = leaf_topk(catalog, X, beams, k, subset)
     R = leaf_reference(catalog, X, beams, subset)
     assert_topk_match(slots, scores, *dense_topk(R, k), dense=R)
     assert np.isfinite(R).sum() > 0
@@ -75,7 +76,7 @@ def test_leaf_topk_never_returns_removed_or_out_of_subset(mutated, queries_and_b
     X, beams = queries_and_beams
     dead = set(np.flatnonzero(~c.slot_alive.view).tolist())
     for subset, allowed in (("observed", lambda s: s < c.n_base), ("inserted", lambda s: s >= c.n_base)):
-        slots, _ = c.topk(X, beams, 400, subset)
+        slots, _ = leaf_topk(c, X, beams, 400, subset)
         got = slots[slots >= 0]
         assert allowed(got).all()
         assert not dead & set(got.tolist())
@@ -185,7 +186,7 @@ def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz)
 def test_mix_sparse_drops_sums_that_cancel():
     # W rows: item 0 = {0: 0.5, 2: 0.25}, item 1 = {0: 0.5}
     # out row 0 = W0 - W1: feature 0 cancels to exactly 0 and is not stored; out row 1 = 2 * its own {3: 0.75}
-    ptr, idx, val = kernels.mix_sparse(
+    ptr, idx, val = mix_sparse(
         np.array([[0, 1], [-1, -1]]), np.array([[1, -1], [0, 0]], dtype=np.float32),
         np.array([0, 2, 3]), np.array([0, 2, 0], dtype=np.int32), np.array([0.5, 0.25, 0.5], dtype=np.float32),
         np.array([0, 0, 1]), np.array([3], dtype=np.int32), np.array([0.75], dtype=np.float32),
@@ -229,19 +230,19 @@ def test_cluster_vote_ranks_distinct_clusters():
 def test_raw_floor_never_skips_an_item_that_could_enter(post):
     """Below the floor, transform(v) * parent rounds to a float32 strictly below the heap's worst score, so a
     skipped item could not have entered (not even on a tie); just above it, items do reach that score."""
-    code = kernels.POST_PROCESSORS[post]
+    code = POST_PROCESSORS[post]
     rng = np.random.default_rng(code)
     heap = np.zeros(1, dtype=np.float32)
     tight = 0
     for _ in range(2000):
         parent = np.float32(rng.choice([1.0, rng.uniform(1e-6, 1.0)]))
         heap[0] = np.float32(parent * rng.uniform(1e-7, 1.0))
-        floor = kernels._raw_floor(heap, 1, 1, parent, code)
+        floor = _raw_floor(heap, 1, 1, parent, code)
         assert np.isfinite(floor)
         for v in floor - np.array([1e-9, 1e-6, 1e-3, 0.1, 1.0, 10.0]):
-            assert np.float32(kernels.transform(np.float32(v), code) * parent) < heap[0]
-        tight += np.float32(kernels.transform(np.float32(floor + 1e-3), code) * parent) >= heap[0] * 0.999
+            assert np.float32(transform(np.float32(v), code) * parent) < heap[0]
+        tight += np.float32(transform(np.float32(floor + 1e-3), code) * parent) >= heap[0] * 0.999
     assert tight > 1500  # the floor is not so low that it skips nothing
     heap[0] = 0.5
-    assert kernels._raw_floor(heap, 0, 1, 1.0, code) == -np.inf  # heap not full: nothing is skipped
-    assert kernels._raw_floor(heap, 1, 1, 0.4, code) == np.inf  # every score <= parent < the worst kept
+    assert _raw_floor(heap, 0, 1, 1.0, code) == -np.inf  # heap not full: nothing is skipped
+    assert _raw_floor(heap, 1, 1, 0.4, code) == np.inf  # every score <= parent < the worst kept

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as smat
 
-from xrmeta import kernels
+from xrmeta import threads
 from xrmeta import train as train_cli
 from xrmeta import train_generator as train_generator_cli
 from xrmeta.coldstart import GENERATORS
@@ -18,6 +18,8 @@ from xrmeta.coldstart import network as N
 from xrmeta.coldstart import train_learned as TL
 from xrmeta.coldstart import training as T
 from xrmeta.coldstart.generate import Calibration
+from xrmeta.kernels.coldstart import block_dots
+from xrmeta.kernels.meta import meta_forward
 from xrmeta.model import ColdStartConfig, ModelError, XRMetaModel
 from xrmeta.tree import TreeConfig
 
@@ -58,7 +60,8 @@ def test_numba_forward_matches_torch(depth):
     with torch.no_grad():
         alpha, out = net(torch.as_tensor(tokens), torch.as_tensor(valid))
     params = net.export()
-    n_alpha, n_out = kernels.meta_forward(tokens, valid, *(params[p] for p in L.PARAM_ORDER), config.n_heads, 3)
+    n_alpha, n_out = threads.run(meta_forward, -1, tokens, valid, *(params[p] for p in L.PARAM_ORDER),
+                                 config.n_heads, 3)
     np.testing.assert_allclose(n_alpha, alpha.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(n_out, out.numpy(), rtol=1e-4, atol=1e-5)
     assert (n_alpha[~valid[:, 1:]] == 0).all() and (n_alpha[valid[:, 1:]] > 0).all()
@@ -103,8 +106,8 @@ def test_block_dots_match_dense():
     block = (np.arange(40) // 15).astype(np.int8)
     a_rows = rng.integers(0, 6, size=12)
     b_rows = rng.integers(-1, 9, size=(12, 3))
-    out = kernels.block_dots(A.indptr.astype(np.int64), A.indices, A.data, a_rows, B.indptr.astype(np.int64),
-                             B.indices, B.data, b_rows, block, 3)
+    out = threads.run(block_dots, -1, A.indptr.astype(np.int64), A.indices, A.data, a_rows, B.indptr.astype(np.int64),
+                      B.indices, B.data, b_rows, block, 3)
     Ad, Bd = A.toarray(), B.toarray()
     for p in range(12):
         for j in range(3):

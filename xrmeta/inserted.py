@@ -17,29 +17,12 @@ feature order in float32, so an entry scores bit for bit the same in its chunk a
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
+from .layout import InsertedLayout
+
 TAIL_MIN = 4  # entries a cluster's tail may hold before its chunk is rebuilt (and at most half the chunk)
-
-
-class Layout(NamedTuple):
-    """What the search kernel reads of the inserted items (one published snapshot)."""
-
-    row_lo: np.ndarray  # (clusters,) chunk rows of cluster c: row_lo[c] .. row_hi[c]
-    row_hi: np.ndarray
-    slot_lo: np.ndarray  # (clusters,) its slots: slots[slot_lo[c] .. slot_hi[c]]
-    slot_hi: np.ndarray
-    feats: np.ndarray  # per row: its feature
-    row_ptr: np.ndarray  # per row r: postings row_ptr[r] .. row_ptr[r + 1]
-    local: np.ndarray  # per posting: position in the cluster's slot list
-    val: np.ndarray  # per posting: weight
-    slots: np.ndarray
-    head: np.ndarray  # (clusters,) first tail entry, -1: none
-    entry_slot: np.ndarray  # per entry: its slot
-    entry_next: np.ndarray  # per entry: the next (older) tail entry of its cluster, -1: none
 
 
 class Growable:
@@ -81,8 +64,8 @@ class Chunks:
         self.tail_count = np.zeros(n_clusters, dtype=np.int64)
         self.widest = 0  # most slots in any chunk: the search's score buffer must hold them
 
-    def layout(self, entry_slot: np.ndarray) -> Layout:
-        return Layout(self.row_lo, self.row_hi, self.slot_lo, self.slot_hi, self.feats.buf, self.row_ptr.buf,
+    def layout(self, entry_slot: np.ndarray) -> InsertedLayout:
+        return InsertedLayout(self.row_lo, self.row_hi, self.slot_lo, self.slot_hi, self.feats.buf, self.row_ptr.buf,
                       self.local.buf, self.val.buf, self.slots.buf, self.head, entry_slot, self.entry_next.buf)
 
     def marks(self) -> tuple:

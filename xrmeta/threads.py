@@ -8,6 +8,8 @@ on a busy core), and the parallel build under numba's thread-local thread count 
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 
@@ -26,9 +28,17 @@ def resolve(threads) -> int:
 
 
 def parallel_and_serial(fn=None, **options):
-    """Decorator: (parallel build, serial build) of one kernel; `prange` runs as `range` in the serial one."""
+    """Decorator: (parallel build, serial build) of one kernel; `prange` runs as `range` in the serial one.
+
+    The serial build compiles a copy of the function named `<name>_serial`: numba's on-disk cache (`cache=True`)
+    files a function under its module, name and line, not its flags, so with one name the builds would load
+    each other's machine code (a serial call could then run the parallel code, and enter a parallel region)."""
     def build(f):
-        return numba.njit(parallel=True, **options)(f), numba.njit(parallel=False, **options)(f)
+        serial = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__,
+                                    f.__closure__)
+        serial.__qualname__ = f.__qualname__ + "_serial"
+        serial.__kwdefaults__, serial.__doc__, serial.__module__ = f.__kwdefaults__, f.__doc__, f.__module__
+        return numba.njit(parallel=True, **options)(f), numba.njit(parallel=False, **options)(serial)
     return build if fn is None else build(fn)
 
 

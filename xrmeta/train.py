@@ -12,7 +12,7 @@ import numba
 from . import persist
 from .data import load_dataset, make_zero_shot_split
 from .featurize import NORMALIZATIONS, FeaturizerConfig
-from .kernels import POST_PROCESSORS
+from .layout import POST_PROCESSORS
 from .model import ASSIGNERS, AUTO, SELECTORS, ColdStartConfig, XRMetaModel
 from .coldstart import GENERATORS
 from .train_generator import add_generator_args, learned_config

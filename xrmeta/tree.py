@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import scipy.sparse as smat
 from pecos.xmc import Indexer, LabelEmbeddingFactory
 from pecos.xmc.xlinear.model import XLinearModel
 
-from .catalog import check_beams, feature_major
-from .kernels import POST_PROCESSORS, upper_beams
+from .kernels.search import upper_beams
+from .layout import POST_PROCESSORS, UpperLayout, check_beams, feature_major, rows, upper_layout
+from .threads import resolve, run
 
 LABEL_EMBEDDINGS = ("pifa", "title", "mix")
 TITLE_LAYERS = ("all", "upper")
@@ -141,19 +141,16 @@ class UpperLayers:
     """Beam search over the layers above the leaves: each query's top-b leaf clusters with their path scores.
 
     The trained PECOS model of these layers is read once at load and laid out like the catalogue's observed
-    items (per tree node, its children feature-major), so that one numba call (`kernels.search_topk`) goes from
-    the query to its top-k items. PECOS's own predict pays about 0.1 ms of Python per call (copies of its
-    parameters, result matrices), which was most of an online query.
+    items (`layout.UpperLayout`: per tree node, its children feature-major), so that one numba call
+    (`kernels.search.search_topk`) goes from the query to its top-k items. PECOS's own predict pays about 0.1 ms
+    of Python per call (copies of its parameters, result matrices), which was most of an online query.
     """
 
-    def __init__(self, arrays: dict, n_clusters: int, post_processor: str, n_features: int = 0):
-        self.arrays = arrays
+    def __init__(self, layout: UpperLayout, n_clusters: int, post_processor: str):
+        self.layout = layout
         self.n_clusters = n_clusters
         self.post_processor = post_processor
-        self.post = POST_PROCESSORS[post_processor]
-        self.max_group_size = max(int(np.diff(arrays["group_slot_ptr"]).max(initial=0)), 1)
-        self.dense_of_group, self.dense_rows = dense_row_maps(arrays["chunk_feat_ptr"], arrays["chunk_feats"],
-                                                              n_features)
+        self.max_group_size = max(int(np.diff(layout.group_slot_ptr).max(initial=0)), 1)
 
     @classmethod
     def from_chain(cls, chain: list, n_clusters: int, post_processor: str) -> UpperLayers:
@@ -190,15 +187,12 @@ class UpperLayers:
         group_slot_ptr = np.searchsorted(slot_group, np.arange(n_groups + 1)).astype(np.int64)
         slot_node = np.concatenate(nodes).astype(np.int64) if chain else np.zeros(0, dtype=np.int64)
         W = smat.hstack(weights).tocsc() if chain else smat.csc_matrix((0, 0), dtype=np.float32)
-        arrays = {
-            "layer_slot_ptr": np.array(layer_slot_ptr, dtype=np.int64),
-            "group_slot_ptr": group_slot_ptr,
-            **feature_major(W, slot_group, group_slot_ptr),
-            "slot_bias": np.concatenate(biases).astype(np.float32) if chain else np.zeros(0, dtype=np.float32),
-            "slot_node": slot_node,
-            "node_slot": np.argsort(slot_node + np.repeat(layer_slot_ptr[:-1], np.diff(layer_slot_ptr))),
-        }
-        return cls(arrays, n_clusters, post_processor, W.shape[0] if chain else 0)
+        layout = upper_layout(
+            layer_slot_ptr, group_slot_ptr, feature_major(W, slot_group, group_slot_ptr),
+            np.concatenate(biases) if chain else np.zeros(0, dtype=np.float32), slot_node,
+            np.argsort(slot_node + np.repeat(layer_slot_ptr[:-1], np.diff(layer_slot_ptr))),
+            W.shape[0] if chain else 0, POST_PROCESSORS[post_processor])
+        return cls(layout, n_clusters, post_processor)
 
     @staticmethod
     def save_from(xlinear: XLinearModel, folder: Path) -> None:
@@ -214,25 +208,17 @@ class UpperLayers:
         except ValueError as e:
             raise ValueError(f"{folder}: {e}") from None
 
-    def kernel_args(self) -> tuple:
-        """The layout, in the kernels' argument order (layer_slot_ptr .. node_slot, the dense row maps, then the
-        post-processor)."""
-        a = self.arrays
-        return (a["layer_slot_ptr"], a["group_slot_ptr"], a["chunk_feat_ptr"], a["chunk_feats"], a["chunk_row_ptr"],
-                a["chunk_slot"], a["chunk_val"], a["slot_bias"], a["slot_node"], a["node_slot"], self.dense_of_group,
-                self.dense_rows, self.post)
-
     def top_clusters(self, X: smat.csr_matrix, beam_size: int, threads: int = 1,
                      last_beam: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(clusters, path scores), both (n, last_beam): the top leaf clusters of each row of X, best first;
         cluster -1 where there are fewer. Every layer keeps `beam_size` nodes, the last `last_beam` (default
-        beam_size, at least beam_size): its first beam_size are the beam search's leaf clusters."""
+        beam_size, at least beam_size): its first beam_size are the beam search's leaf clusters.
+        threads: -1 all cores, n >= 1 that many (`xrmeta.threads`)."""
         last_beam = check_beams(beam_size, last_beam, "last_beam")
+        n = resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
-        n_threads = threads if threads > 0 else numba.get_num_threads()
-        return upper_beams(X.indptr.astype(np.int64), X.indices, X.data, *self.kernel_args(), int(beam_size),
-                           int(last_beam), self.max_group_size, n_threads)
+        return run(upper_beams, n, rows(X), self.layout, int(beam_size), int(last_beam), self.max_group_size, n)
 
     def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1,
               last_beam: int | None = None) -> smat.csr_matrix:
@@ -243,29 +229,3 @@ class UpperLayers:
         B = smat.csr_matrix((scores[keep], clusters[keep], indptr), shape=(X.shape[0], self.n_clusters))
         B.sort_indices()
         return B
-
-
-# A group (the children of one node) whose chunk holds at least this share of all features gets a dense
-# feature -> row map: near the root a chunk holds most features, and a binary search over them per query
-# feature was a third of a beam search. The maps of all groups together take at most DENSE_MAP_BYTES.
-DENSE_MIN_SHARE = 1 / 64
-DENSE_MAP_BYTES = 32 << 20
-
-
-def dense_row_maps(chunk_feat_ptr: np.ndarray, chunk_feats: np.ndarray, n_features: int):
-    """(dense_of_group: group -> row of maps or -1, maps: (n_maps, n_features) int32 chunk row, -1 if absent)."""
-    n_groups = len(chunk_feat_ptr) - 1
-    dense_of_group = np.full(max(n_groups, 0), -1, dtype=np.int32)
-    maps = np.full((1, 1), -1, dtype=np.int32)
-    if n_features <= 0 or n_groups <= 0 or len(chunk_feats) >= 2**31:
-        return dense_of_group, maps
-    width = np.diff(chunk_feat_ptr)
-    budget = max(DENSE_MAP_BYTES // (4 * n_features), 1)
-    chosen = sorted(g for g in np.argsort(-width, kind="stable")[:budget] if width[g] >= DENSE_MIN_SHARE * n_features)
-    if chosen:
-        maps = np.full((len(chosen), n_features), -1, dtype=np.int32)
-    for i, g in enumerate(chosen):
-        dense_of_group[g] = i
-        lo, hi = chunk_feat_ptr[g], chunk_feat_ptr[g + 1]
-        maps[i, chunk_feats[lo:hi]] = np.arange(lo, hi, dtype=np.int32)
-    return dense_of_group, maps

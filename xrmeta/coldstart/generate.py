@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as smat
 
-from .. import kernels
+from ..kernels.coldstart import mix_sparse
 
 
 @dataclass
@@ -158,7 +158,7 @@ def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.cs
         block = feature_block[S.indices]
         self_val = S.data * self_coef[np.repeat(np.arange(n), np.diff(S.indptr)), block]
         self_coef = np.ones(n, dtype=np.float32)
-    ptr, idx, val = kernels.mix_sparse(
+    ptr, idx, val = mix_sparse(
         np.ascontiguousarray(nbr_items, dtype=np.int64), np.ascontiguousarray(plan.nbr_coef, dtype=np.float32),
         W_ptr, W_idx, W_val,
         S.indptr.astype(np.int64), S.indices, self_val.astype(np.float32), self_coef,

@@ -7,8 +7,8 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from .. import kernels
-from ..threads import resolve
+from .. import threads as thread_rule
+from ..kernels.coldstart import knn_topk
 
 
 class Selector:
@@ -47,10 +47,10 @@ class Selector:
         if Q.shape[1] != self.Z.shape[1]:
             raise ValueError(f"query dimension {Q.shape[1]} != item dimension {self.Z.shape[1]}")
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
-        return kernels.knn_topk(
-            Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
-            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
-            resolve(threads),
+        n = thread_rule.resolve(threads)
+        return thread_rule.run(
+            knn_topk, n, Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
+            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates, n,
         )
 
 

@@ -46,7 +46,7 @@ import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 from tqdm import tqdm
 
-from .. import kernels
+from ..layout import POST_PROCESSORS
 from ..ground import TitleTrust
 from .generate import Calibration
 from .learned import N_FEATURES, GeneratorError, LearnedConfig, LearnedGenerator, _mix, slot_stats, token_features
@@ -128,7 +128,7 @@ def train_generator(X: smat.csr_matrix, Ys: smat.csr_matrix, held: HeldOut, leaf
          f"pairs, prepared in {t_prep:.2f} s", verbose)
 
     net = make_net(config, k, n_blocks, calibration, *_token_moments(tokens, valid))
-    post = kernels.POST_PROCESSORS[trust.post_processor]
+    post = POST_PROCESSORS[trust.post_processor]
     loss, scores = _fit(net, tokens, valid, pairs, post, config, verbose)
     shift = _generalized_shift(scores, pairs, post, config.steal_tolerance, config.new_in_beam, config.bias_margin)
     with torch.no_grad():

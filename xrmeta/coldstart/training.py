@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from .. import kernels
-from ..threads import resolve
+from .. import threads as thread_rule
+from ..kernels.coldstart import block_dots
 from ..ground import TitleTrust
 
 
@@ -158,8 +158,8 @@ def _held_out_classifiers(X, Ys, Zs, W, bias, slot_cluster, proxies, rest, queri
     Y = Y.tocsr()
     Y.data[:] = 1.0
     prob = MLProblem(smat.csr_matrix(inst, dtype=np.float32), Y.tocsc(), C=C, M=Mi.tocsc(), R=R,
-                     threads=resolve(threads))
-    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0, threads=resolve(threads))
+                     threads=thread_rule.resolve(threads))
+    params = MLModel.TrainParams(threshold=tree.threshold, Cp=tree.Cp, Cn=tree.Cn, bias=1.0, threads=thread_rule.resolve(threads))
     Wr = smat.csc_matrix(MLModel.train(prob, params).W)  # (F + 1) x len(rest), bias weight in the last row
     n_features = Wr.shape[0] - 1
     retrained = Wr[:n_features].T.tocsr()
@@ -232,9 +232,10 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
     two_d = item_rows.ndim == 2
     rows = item_rows if two_d else item_rows[:, None]
     fb = np.zeros(0, np.int8) if feature_block is None else feature_block
-    out = kernels.block_dots(X.indptr.astype(np.int64), X.indices, X.data, np.asarray(query_rows, np.int64),
-                             M.indptr.astype(np.int64), M.indices, M.data, np.ascontiguousarray(rows, np.int64),
-                             fb, n_blocks if feature_block is not None else 1)
+    out = thread_rule.run(
+        block_dots, threads, X.indptr.astype(np.int64), X.indices, X.data, np.asarray(query_rows, np.int64),
+        M.indptr.astype(np.int64), M.indices, M.data, np.ascontiguousarray(rows, np.int64),
+        fb, n_blocks if feature_block is not None else 1)
     out = out if feature_block is not None else out[..., 0]
     return out if two_d else out[:, 0]
 
