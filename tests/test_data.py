@@ -407,8 +407,8 @@ def test_split_uses_predefined_test_queries(tmp_path):
 
 # ---------------------------------------------------------------- real data (skipped if absent)
 
-HD_PATH = D.SHARED_DATA / "homedepot" / "train.csv.zip"
-PR_PATH = D.SHARED_DATA / "pricerunner" / "pricerunner_aggregate.csv"
+HD_PATH = D.data_home() / "homedepot" / "train.csv.zip"
+PR_PATH = D.data_home() / "pricerunner" / "pricerunner_aggregate.csv"
 
 
 @pytest.mark.skipif(not PR_PATH.exists(), reason="PriceRunner data not available")
