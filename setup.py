@@ -16,6 +16,15 @@ setup(
         "numba",
         "tqdm",
     ],
+    entry_points={
+        "console_scripts": [
+            "xrmeta-train=xrmeta.cli.train:main",
+            "xrmeta-train-generator=xrmeta.cli.train_generator:main",
+            "xrmeta-add-items=xrmeta.cli.add_items:main",
+            "xrmeta-predict=xrmeta.cli.predict:main",
+            "xrmeta-evaluate=xrmeta.cli.evaluate:main",
+        ],
+    },
     extras_require={
         "dev": ["pytest", "hypothesis", "bm25s", "hnswlib"],
         # peers for benchmarks/run.py (recall vs latency against other systems)
