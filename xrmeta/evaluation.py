@@ -12,6 +12,8 @@ padding, and `slot_col` maps its slots to the dataset's item columns (None: its 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import scipy.sparse as smat
 
@@ -149,11 +151,8 @@ def title_tfidf(model: XRMetaModel, data: XMCData, es: EvalSet, k: int = 100, bl
 def baselines(model: XRMetaModel, data: XMCData, split: ZeroShotSplit) -> dict[str, dict]:
     """{system: {set: metrics}} for BM25 (when bm25s is installed) and brute-force title TF-IDF."""
     out = {}
-    try:
-        import bm25s  # noqa: F401
+    if importlib.util.find_spec("bm25s") is not None:
         out["BM25 (bm25s, titles)"] = {es.name: bm25(data, es) for es in split.eval_sets()}
-    except ImportError:
-        pass
     out["title TF-IDF, brute force"] = {es.name: title_tfidf(model, data, es) for es in split.eval_sets()}
     return out
 

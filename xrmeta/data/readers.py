@@ -322,9 +322,10 @@ def load_dataset(name_or_path: str | Path, data_home: str | Path | None = None) 
         return load_pricerunner(data_home=data_home)
     if key == "synthetic":
         return make_synthetic()
-    for folder in (Path(name_or_path), home.data_home(data_home) / str(name_or_path)):
-        if str(name_or_path).strip() and folder.is_dir():
-            return load_xc_repo(folder)
+    if Path(name_or_path).is_dir():
+        return load_xc_repo(name_or_path)
+    if key and (home.data_home(data_home) / str(name_or_path)).is_dir():
+        return load_xc_repo(home.data_home(data_home) / str(name_or_path))
     raise DataError(
         f"{name_or_path}: unknown dataset (expected homedepot, pricerunner, synthetic or an XC-repository "
         f"directory, as a path or in the data home {home.data_home(data_home)})"

@@ -109,16 +109,16 @@ def new_ids_problem(ids: list, existing=()) -> str | None:
     bad = [i for i in ids if not valid_id(i)]
     if bad:
         return (f"item ids must be non-empty strings without tabs or line breaks, at most {MAX_ID_CHARS} "
-                f"characters of valid Unicode, got {few(bad)}")
+                f"characters of valid Unicode, got {_few(bad)}")
     if len(set(ids)) != len(ids):
         return "duplicate ids in the request"
     taken = [i for i in ids if i in existing]
     if taken:
-        return f"ids already in the catalogue {few(taken)}"
+        return f"ids already in the catalogue {_few(taken)}"
     return None
 
 
-def few(values: list, n: int = 5, width: int = 40) -> str:
+def _few(values: list, n: int = 5, width: int = 40) -> str:
     """The first n values, each repr cut to width characters: an error message stays readable whatever the
     input (a 1 MB id, say)."""
     shown = [r if len(r) <= width else r[: width - 3] + "..." for r in map(repr, values[:n])]
