@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m xrmeta.train --dataset $(DATASET) --model-dir $(RUN)/model --export-novel $(RUN)/novel.tsv
+	$(PY) -m xrmeta.train --dataset $(DATASET) --model-dir $(RUN)/model --export-novel $(RUN)/novel.tsv --keep-pecos
 	$(PY) -m xrmeta.add_items --model-dir $(RUN)/model --items $(RUN)/novel.tsv
 	$(PY) -m xrmeta.evaluate --model-dir $(RUN)/model
 

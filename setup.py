@@ -17,6 +17,15 @@ setup(
         "numba",
         "tqdm",
     ],
+    entry_points={
+        "console_scripts": [
+            "xrmeta-train=xrmeta.cli.train:main",
+            "xrmeta-train-generator=xrmeta.cli.train_generator:main",
+            "xrmeta-add-items=xrmeta.cli.add_items:main",
+            "xrmeta-predict=xrmeta.cli.predict:main",
+            "xrmeta-evaluate=xrmeta.cli.evaluate:main",
+        ],
+    },
     extras_require={
         "train": ["torch==2.13.0"],
         "dev": ["torch==2.13.0", "pytest", "hypothesis", "bm25s", "hnswlib"],  # the tests train generators

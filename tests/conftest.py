@@ -88,7 +88,7 @@ def cli_model(tmp_path_factory):
     """(model dir, novel items file) written by `python -m xrmeta.train` on the synthetic dataset."""
     root = tmp_path_factory.mktemp("cli")
     rc = train_cli.main(["--dataset", "synthetic", "--model-dir", str(root / "model"), "--max-leaf-size",
-                         str(MAX_LEAF), "--export-novel", str(root / "novel.tsv"), "--quiet"])
+                         str(MAX_LEAF), "--export-novel", str(root / "novel.tsv"), "--keep-pecos", "--quiet"])
     assert rc == 0
     return root / "model", root / "novel.tsv"
 

@@ -405,10 +405,76 @@ def test_split_uses_predefined_test_queries(tmp_path):
     assert len(s.novel) == 1
 
 
+# ---------------------------------------------------------------- data home: argument, $XRMETA_DATA, default
+
+
+def make_data_home(root: Path) -> Path:
+    """A data home with tiny Home Depot and PriceRunner files in their real formats and places."""
+    (root / "homedepot").mkdir(parents=True)
+    write_homedepot(root / "homedepot" / "train.csv.zip", HD_ROWS)
+    (root / "pricerunner").mkdir()
+    (root / "pricerunner" / "pricerunner_aggregate.csv").write_text(PR_TEXT, encoding="utf-8")
+    return root
+
+
+def test_data_home_argument_reads_named_datasets(tmp_path, monkeypatch):
+    monkeypatch.delenv(D.DATA_HOME_ENV, raising=False)
+    home = make_data_home(tmp_path / "home")
+    assert D.DATA_HOME_ENV == "XRMETA_DATA"
+    hd = load_dataset("homedepot", data_home=home)
+    assert hd.item_ids == ["100001", "100002", "100003", "100004"]
+    assert positives(hd) == positives(load_homedepot(home / "homedepot" / "train.csv.zip"))
+    assert load_dataset("pricerunner", data_home=str(home)).n_items == 3
+    assert load_homedepot(data_home=home).item_ids == hd.item_ids and load_pricerunner(data_home=home).n_items == 3
+    write_xc(home / "tiny")  # an XC-repository directory is found by name in the data home too
+    assert load_dataset("tiny", data_home=home).item_texts == ["shoe", "hat", "sock"]
+
+
+def test_data_home_from_environment_read_at_each_call(tmp_path, monkeypatch):
+    home = make_data_home(tmp_path / "env-home")
+    monkeypatch.setenv("XRMETA_DATA", str(home))
+    assert D.data_home() == home
+    assert load_dataset("pricerunner").n_queries == 3
+    assert load_homedepot().n_items == 4
+    other = make_data_home(tmp_path / "arg-home")
+    (other / "pricerunner" / "pricerunner_aggregate.csv").write_text(PR_TEXT.rsplit("\n", 2)[0] + "\n")
+    assert load_dataset("pricerunner", data_home=other).n_queries == 2  # the argument wins over the variable
+    assert D.data_home(other) == other
+    monkeypatch.delenv("XRMETA_DATA")
+    assert D.data_home() == Path(D.__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data
+
+
+@pytest.mark.parametrize("name,file", [("homedepot", "train.csv.zip"), ("pricerunner", "pricerunner_aggregate.csv")])
+def test_missing_dataset_says_where_it_looked_and_how_to_point_elsewhere(tmp_path, monkeypatch, name, file):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("XRMETA_DATA", str(empty))
+    with pytest.raises(DataError) as e:
+        load_dataset(name)
+    msg = str(e.value)
+    assert str(empty / name / file) in msg and "from $XRMETA_DATA" in msg
+    assert "--data-home" in msg and "data_home=" in msg and "XRMETA_DATA" in msg
+    monkeypatch.delenv("XRMETA_DATA")
+    with pytest.raises(DataError, match=f"no {tmp_path / 'nope' / name / file} .*given as data_home"):
+        load_dataset(name, data_home=tmp_path / "nope")
+    with pytest.raises(DataError, match="unknown dataset.*in the data home"):
+        load_dataset("no-such-data", data_home=empty)
+
+
+def test_new_ids_problem():
+    assert D.new_ids_problem(["a", "b"], {"c"}) is None
+    assert "duplicate ids" in D.new_ids_problem(["a", "a"])
+    assert D.new_ids_problem(["a", "c"], {"c": 0}) == "ids already in the catalogue ['c']"
+    for bad in ["", " ", "a\tb", "a\nb", "x" * (D.MAX_ID_CHARS + 1), "\ud800", 7, None]:
+        assert not D.valid_id(bad)
+        assert "item ids must be non-empty strings" in D.new_ids_problem(["ok", bad])
+    assert D.valid_id("x" * D.MAX_ID_CHARS) and D.valid_id("caf\u00e9 #1")
+
+
 # ---------------------------------------------------------------- real data (skipped if absent)
 
-HD_PATH = D.SHARED_DATA / "homedepot" / "train.csv.zip"
-PR_PATH = D.SHARED_DATA / "pricerunner" / "pricerunner_aggregate.csv"
+HD_PATH = D.data_home() / "homedepot" / "train.csv.zip"
+PR_PATH = D.data_home() / "pricerunner" / "pricerunner_aggregate.csv"
 
 
 @pytest.mark.skipif(not PR_PATH.exists(), reason="PriceRunner data not available")

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 import scipy.sparse as smat
 
+from .data.xmc import new_ids_problem, preview
 from .inserted import Chunks, Growable
 from .kernels.search import search_topk
 from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
@@ -42,7 +43,6 @@ from .threads import resolve, run
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
 MAX_K = 10_000  # results per query: bounds the (queries x k) result arrays a caller can make us allocate
-MAX_ID_CHARS = 1024
 
 
 class CatalogError(ValueError):
@@ -262,7 +262,7 @@ class Catalog:
         with self.lock:
             unknown = [i for i in ids if not isinstance(i, str) or i not in self.slot_of]
             if unknown:
-                raise CatalogError(f"remove: unknown item ids {_few(unknown)}")
+                raise CatalogError(f"remove: unknown item ids {preview(unknown)}")
             if len(set(ids)) != len(ids):
                 raise CatalogError("remove: duplicate ids in the request")
             if before_change is not None:
@@ -271,15 +271,8 @@ class Catalog:
             self._state.leaf.slot_alive[slots] = False
 
     def _check_new_ids(self, ids: list[str]) -> None:
-        bad = [i for i in ids if not valid_id(i)]
-        if bad:
-            raise CatalogError(f"add: item ids must be non-empty strings without tabs or line breaks, at most "
-                               f"{MAX_ID_CHARS} characters of valid Unicode, got {_few(bad)}")
-        if len(set(ids)) != len(ids):
-            raise CatalogError("add: duplicate ids in the request")
-        taken = [i for i in ids if i in self.slot_of]
-        if taken:
-            raise CatalogError(f"add: ids already in the catalogue {_few(taken)}")
+        if problem := new_ids_problem(ids, self.slot_of):
+            raise CatalogError(f"add: {problem}")
 
     # ------------------------------------------------------------ search
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1,
@@ -406,22 +399,3 @@ def _query_problem(x_idx, x_val, n_features):
     return 0
 
 
-def valid_id(item_id) -> bool:
-    return (isinstance(item_id, str) and bool(item_id.strip()) and len(item_id) <= MAX_ID_CHARS
-            and not any(c in item_id for c in "\r\n\t") and _encodable(item_id))
-
-
-def _encodable(text: str) -> bool:
-    """Valid Unicode: no lone surrogate (what undecodable bytes become), so it can be written as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _few(values: list, n: int = 5, width: int = 40) -> str:
-    """The first n values, each repr cut to width characters: an error message stays readable whatever the
-    input (a 1 MB id, say)."""
-    shown = [r if len(r) <= width else r[: width - 3] + "..." for r in map(repr, values[:n])]
-    return "[" + ", ".join(shown) + (", ...]" if len(values) > n else "]")

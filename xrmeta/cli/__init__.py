@@ -1,0 +1,10 @@
+"""The commands, one module each, siblings that never import each other (shared helpers: `common`):
+
+- `xrmeta-train` (`train`): train a model on a dataset's zero-shot split and save it;
+- `xrmeta-train-generator` (`train_generator`): train the learned cold-start generator of a saved model;
+- `xrmeta-add-items` (`add_items`): insert new items (id and title) into a saved model;
+- `xrmeta-predict` (`predict`): top-k items for query texts;
+- `xrmeta-evaluate` (`evaluate`): a model's quality on its split (the evaluation itself: `xrmeta.evaluation`).
+
+`python -m xrmeta.train` and the like run the same commands.
+"""
