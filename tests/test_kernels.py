@@ -147,7 +147,7 @@ def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz)
     nbrs[::7, 2:] = -1  # some rows with fewer neighbours
     plan = make_generator("mean_self" if generator == "per_block" else generator, trained.calibration).plan(
         S, nbrs, sims)
-    block = np.searchsorted(trained.featurizer.block_offsets, np.arange(S.shape[1]), side="right") - 1
+    block = np.searchsorted(np.cumsum([0] + trained.featurizer.block_sizes), np.arange(S.shape[1]), side="right") - 1
     if generator == "per_block":  # one coefficient per n-gram block (the learned generator's plans)
         plan.self_coef = np.outer(plan.self_coef, [0.5, 2.0, 1.0]).astype(np.float32)
         self_scale = smat.csr_matrix(S.multiply(plan.self_coef[:, block]), dtype=np.float64)

@@ -60,6 +60,8 @@ def normalize_text(text: str) -> str:
 
 @dataclass
 class FeaturizerConfig:
+    """How texts become TF-IDF rows: vocabulary size and pruning per n-gram block, idf, and normalisation."""
+
     max_feature: int = 0  # per block; 0 keeps every term
     min_df: int = 1  # a term must appear in this many training texts
     # PECOS's idf ln(N/(1+df)) is <= 0 for terms in (nearly) every text, which deletes them on small corpora;
@@ -121,12 +123,8 @@ class Featurizer:
 
     @property
     def n_features(self) -> int:
+        """Columns of every TF-IDF row: the three blocks' vocabularies together."""
         return int(sum(self.block_sizes))
-
-    @property
-    def block_offsets(self) -> np.ndarray:
-        """Feature index where each n-gram block starts, plus the total at the end."""
-        return np.concatenate([[0], np.cumsum(self.block_sizes)]).astype(np.int64)
 
     @classmethod
     def train(cls, texts: list[str], config: FeaturizerConfig | None = None, threads: int = -1) -> Featurizer:

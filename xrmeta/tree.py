@@ -32,6 +32,8 @@ TITLE_LAYERS = ("all", "upper")
 
 @dataclass
 class TreeConfig:
+    """The XR-Linear tree: label embedding and titles as instances, clustering, leaf classifiers, beam, seed."""
+
     label_embedding: str = "pifa"  # pifa | title | mix
     title_weight: float = 1.0  # weight of each item's title as a training instance; 0: clicks only
     title_layers: str = "all"  # all | upper: the layers the titles train (upper: the leaf classifiers learn clicks only)

@@ -88,10 +88,12 @@ class XMCData:
 
     @property
     def n_queries(self) -> int:
+        """Rows of Y."""
         return self.Y.shape[0]
 
     @property
     def n_items(self) -> int:
+        """Columns of Y."""
         return self.Y.shape[1]
 
 
