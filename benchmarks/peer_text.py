@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from . import common as C  # noqa: E402
+from . import harness as H  # noqa: E402
 from .peer_api import Build, Point, subset_mask  # noqa: E402
 from .resources import PeakRSS, path_bytes  # noqa: E402
 
@@ -33,9 +33,9 @@ def bm25_point(data, split, workdir: Path, k: int) -> tuple[Build, Point]:
     import bm25s
 
     with PeakRSS() as mem:
-        tok_s, corpus = C.clock(bm25s.tokenize, data.item_texts, **BM25_TOKENIZE)
+        tok_s, corpus = H.clock(bm25s.tokenize, data.item_texts, **BM25_TOKENIZE)
         index = bm25s.BM25()
-        index_s, _ = C.clock(index.index, corpus, show_progress=False)
+        index_s, _ = H.clock(index.index, corpus, show_progress=False)
     index.save(str(workdir / "bm25"))
 
     def topk(texts, kk, mask=None):
@@ -117,9 +117,9 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
     import hnswlib
 
     with PeakRSS() as mem:
-        load_s, enc = C.clock(MiniLM)
-        encode_s, E_obs = C.clock(enc.encode, [data.item_texts[j] for j in split.observed])
-        index_s, observed = C.clock(hnsw_graph, E_obs, split.observed, len(split.observed), threads)
+        load_s, enc = H.clock(MiniLM)
+        encode_s, E_obs = H.clock(enc.encode, [data.item_texts[j] for j in split.observed])
+        index_s, observed = H.clock(hnsw_graph, E_obs, split.observed, len(split.observed), threads)
     observed.save_index(str(workdir / "hnsw_observed.bin"))
     serving = hnswlib.Index(space="ip", dim=E_obs.shape[1])  # a copy of the observed graph that grows
     serving.load_index(str(workdir / "hnsw_observed.bin"), max_elements=data.n_items)
@@ -131,7 +131,7 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
         serving.add_items(E_new, split.novel, num_threads=1)
         return E_new
 
-    insert_s, E_new = C.clock(insert)
+    insert_s, E_new = H.clock(insert)
     serving.save_index(str(workdir / "hnsw.bin"))
     graphs = {"observed": observed, "inserted": hnsw_graph(E_new, split.novel, len(split.novel), threads),
               "all": serving}

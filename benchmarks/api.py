@@ -1,0 +1,79 @@
+"""Every library call that issue 12 renames or removes, in one place: the sections call these, never the model.
+
+When the library changes, change the one line here (the comment says to what).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# `python -m xrmeta.train` flags / `XRMetaModel.train` keywords that keep the PECOS copy (`pecos_model()`),
+# which the latency comparisons need. Issue 12: the copy becomes opt-in (`train(..., keep_pecos=True)`).
+TRAIN_FLAGS: list[str] = []  # -> ["--keep-pecos"] (whatever the train CLI names it)
+TRAIN_KWARGS: dict = {}  # -> {"keep_pecos": True}
+
+
+def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", threads: int = 1):
+    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded."""
+    return model.predict_slots(X, k=k, beam_size=beam, subset=subset, threads=threads)  # -> model._search
+
+
+def pecos_search(model, X, k: int = 10, beam: int | None = None):
+    """PECOS's top-k on the same model, as slots of the catalogue (same shape as `search`)."""
+    return model.pecos_predict_slots(X, k=k, beam_size=beam, threads=1)
+
+
+def pecos(model):
+    """The PECOS XLinearModel the tree was trained as (predict-only)."""
+    return model.pecos_model()
+
+
+def add(model, titles: list[str], ids: list[str], threads: int = 1) -> None:
+    """Insert items; the return value (slots today, None after issue 12) is never used."""
+    model.add_items(titles, ids, threads=threads)
+
+
+def check_new_ids(model, ids: list[str]) -> None:
+    model.catalog._check_new_ids(ids)  # -> the public id check (helper B)
+
+
+def beams(model, X, beam: int, last_beam: int | None = None):
+    """Queries x leaf clusters of the beam search alone (upper layers)."""
+    return model.upper.beams(X, beam, threads=1, last_beam=last_beam)
+
+
+def leaf_topk(model, X, beams_csr, k: int, subset: str = "all"):
+    """Leaf scoring alone given precomputed beams. `Catalog.topk` leaves the library (helper A): point this at
+    the test helper that replaces it, or at the search kernel with the catalogue's layout."""
+    return model.catalog.topk(X, beams_csr, k, subset)
+
+
+def catalog_sizes(model) -> dict:
+    """Observed (trained) items, all slots (tombstones included), leaf clusters."""
+    c = model.catalog
+    return dict(base=c.n_base, slots=c.n_slots, clusters=c.n_clusters)
+
+
+def nnz(model, lo: int, hi: int) -> int:
+    """Classifier non-zeros of slots lo..hi (a query's cost per scored item is its item's non-zeros)."""
+    ptr = model.catalog.w_ptr.view
+    return int(ptr[hi] - ptr[lo])
+
+
+def nnz_per_item(model, lo: int, hi: int) -> float:
+    return float(nnz(model, lo, hi) / max(hi - lo, 1))
+
+
+def holds(model, item_id: str) -> bool:
+    return item_id in model.catalog.slot_of  # -> `item_id in model`
+
+
+def slots_of(model, ids) -> np.ndarray:
+    return np.array([model.catalog.slot_of[i] for i in ids], dtype=np.int64)
+
+
+# the evaluation helpers the sections score with (issue 12 moves the CLIs into xrmeta/cli/: one import to change)
+from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: E402,F401  (the data_home default, helper B)
+from xrmeta.train import main as train_cli  # noqa: E402,F401  (`python -m xrmeta.train`)
+from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: E402,F401
+                             split_for, title_tfidf)
