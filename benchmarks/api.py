@@ -72,8 +72,67 @@ def slots_of(model, ids) -> np.ndarray:
     return np.array([model.catalog.slot_of[i] for i in ids], dtype=np.int64)
 
 
+
+def item_clusters(model, slots):
+    """(n, m) leaf clusters of the given slots, -1 padded."""
+    return model.catalog.item_clusters(slots)
+
+
+def inserted_ids(model) -> list[str]:
+    return model.catalog.ids[model.catalog.n_base:]
+
+
+# ---------------------------------------------------------------- cold start (helper C moves it into `ColdStart`)
+def neighbour_index(model):
+    """The observed items' title TF-IDF rows that new items' neighbours are searched in."""
+    return model.selector.Z
+
+
+def add_items_steps(model, titles: list[str], ids: list[str], lap) -> None:
+    """`model.add_items` step by step (same calls, same order), `lap(step name)` after each step."""
+    assert all(isinstance(x, str) and x.strip() for x in titles)
+    check_new_ids(model, ids)
+    lap("checks")
+    S = model.featurizer.transform(titles, threads=1)
+    assert (np.diff(S.indptr) > 0).all()
+    lap("featurize")
+    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
+    lap("select")
+    clusters = model.assign(S, nbrs, sims)
+    lap("assign")
+    weights, biases = model.generate(S, nbrs, sims)
+    lap("generate")
+    model.catalog.add(ids, clusters, weights, biases)
+    lap("catalog add")
+
+
+def same_catalogue(a, b) -> bool:
+    x, y = a.catalog.arrays(), b.catalog.arrays()
+    return a.catalog.ids == b.catalog.ids and all(np.array_equal(x[key], y[key]) for key in x)
+
+
+def set_neighbours(model, k: int) -> None:
+    """K nearest observed items per new item (the selector rebuilt for it)."""
+    from xrmeta.model import make_selector
+
+    cs = model.configs.coldstart
+    cs.k = k
+    cs.n_candidates = max(cs.n_candidates, 2 * k + 16)  # the learned training asks for k + 16
+    model.selector = make_selector(model.selector.Z, cs)
+
+
+def set_generator(model, name: str, X=None, Y=None, config=None) -> None:
+    """A hand-made generator by name, or "learned" trained on (X, Y) with a LearnedConfig (threads=2, seeded)."""
+    if name == "learned":
+        model.fit_generator(X, Y, config or LearnedConfig(), threads=2, verbose=False)
+    else:
+        model.use_generator(name)
+
+
 # the evaluation helpers the sections score with (issue 12 moves the CLIs into xrmeta/cli/: one import to change)
 from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: E402,F401  (the data_home default, helper B)
+from xrmeta.coldstart import Selector  # noqa: E402,F401
+from xrmeta.coldstart.learned import LearnedConfig  # noqa: E402,F401  (-> `from xrmeta import LearnedConfig`)
 from xrmeta.train import main as train_cli  # noqa: E402,F401  (`python -m xrmeta.train`)
 from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: E402,F401
                              split_for, title_tfidf)

@@ -107,6 +107,19 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- markdown
+_TEXTS: dict[str, str] = {}
+
+
+def text(name: str, **values) -> str:
+    """The block `@@ name` of texts.md (every sentence of the reports), filled with str.format(**values)."""
+    if not _TEXTS:
+        raw = (Path(__file__).resolve().parent / "texts.md").read_text()
+        for block in raw.split("\n@@ ")[1:]:
+            key, _, body = block.partition("\n")
+            _TEXTS[key.strip()] = body.replace("\n  ", " ").rstrip("\n")
+    return _TEXTS[name].format(**values)
+
+
 def cell(v, fmt: str = "") -> str:
     if isinstance(v, (float, np.floating)):
         return "nan" if not np.isfinite(v) else format(v, fmt or ".2f")
@@ -117,16 +130,7 @@ def table(header: list[str], rows: list[list], fmt: list[str] | str | None = Non
     """A markdown table; fmt: a format spec per column (or one for every column), '' for the default."""
     fmt = [fmt] * len(header) if isinstance(fmt, str) else fmt or [""] * len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v, f) for v, f in zip(r, fmt)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-md_table = table
-
-
-def section(title: str, *parts: str) -> str:
-    """'## title' and its paragraphs, blank-line separated."""
-    return "\n\n".join([f"## {title}", *(p.strip("\n") for p in parts if p)]) + "\n"
+    return "\n".join(lines + ["| " + " | ".join(cell(v, f) for v, f in zip(r, fmt)) + " |" for r in rows])
 
 
 def bullets(lines) -> str:
@@ -137,11 +141,6 @@ def figure(path: Path) -> str:
     """Embedded and linked; BENCHMARKS.md sits at the repository root."""
     rel = f"benchmarks/plots/{path.name}"
     return f"![{path.stem}]({rel})\n\n[{path.name}]({rel})"
-
-
-def prose(*sentences: str) -> str:
-    """A paragraph from sentences (each a short literal or format), joined by spaces."""
-    return " ".join(s.strip() for s in sentences if s)
 
 
 # ---------------------------------------------------------------- machine and report
@@ -184,13 +183,12 @@ def machine() -> str:
 
 def report(script: str, dataset: str, body: str, started: float) -> Path:
     """Print body and write it to benchmarks/out/<script>_<dataset>.md with the command, machine and date."""
-    cmd = ".venv/bin/python -m benchmarks." + script + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    head = bullets([f"command: `{cmd}`", f"dataset: {dataset}", f"machine: {machine()}",
-                    f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-                    f"script runtime: {time.perf_counter() - started:.0f} s"])
-    text = f"# {script} — {dataset}\n\n{head}\n\n{body}\n"
+    out = text("report", script=script, dataset=dataset, machine=machine(), body=body,
+               command=".venv/bin/python -m benchmarks." + " ".join([script] + [shlex.quote(a) for a in sys.argv[1:]]),
+               date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               runtime=time.perf_counter() - started) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{script}_{dataset}.md"
-    path.write_text(text)
-    print(text)
+    path.write_text(out)
+    print(out)
     return path

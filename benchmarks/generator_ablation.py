@@ -1,17 +1,9 @@
 """The learned generator and its ablations vs the hand-made generators, over 3 seeds of the split.
 
-1. Zero-shot P@1 / R@10 / R@100 (novel items ranked among novel items) and, in the generalized setting, P@1 of
-   the observed test queries with every item ranked (a new item on top of a relevant observed one is a miss),
-   next to plain XR-Linear (PECOS) on the same queries, each on the cached model of split seeds 0, 1, 2: mean
-   +- sd (min..max) over the seeds. Hand-made: mean (of the neighbours' classifiers), self (the title, at the
-   scale of an unclicked observed item), mean_self. Learned: the title with one weight per n-gram block (the
-   default; the neighbours inform the weights), neighbours' classifiers and title, neighbours' classifiers only,
-   and one title weight for all n-gram blocks instead of one per block.
-2. Ablations on seed 0: K in {1, 3, 6}; generator depth 1 vs 2.
-
-Every variant works on a fresh copy of the model loaded from disk (the learned ones retrain the generator on the
-model's held-out clicks, seeded), inserts every novel item of the split with `add_items` and evaluates at the
-model's beam, top 100. The generator's training and insertion costs are in `train_cost` and `insertion`.
+Zero-shot P@1 / R@10 / R@100 and observed P@1 with every item ranked (a new item above a relevant observed one
+is a miss), mean ± sd (min..max) over the seeds' cached models, next to PECOS; ablations on seed 0: K in {1, 3, 6},
+depth 2. Each variant: a fresh copy from disk (learned ones retrain the generator, seeded), every novel item
+inserted, the model's beam, top 100. Generator costs: `train_cost`, `insertion`.
 """
 
 from __future__ import annotations
@@ -20,9 +12,8 @@ import time
 
 import numpy as np
 
-from xrmeta.coldstart.learned import LearnedConfig
 from xrmeta.metrics import evaluate_scores
-from xrmeta.model import XRMetaModel, make_selector
+from xrmeta.model import XRMetaModel
 
 from . import api, harness as H
 from . import common as C
@@ -56,18 +47,12 @@ class Seed:
         cols = api.slot_columns(model, self.data)
         return evaluate_scores(es.Y, api.slots_to_scores(slots, scores, cols, self.data.n_items))["P@1"]
 
-    def variant(self, generator: str, config: LearnedConfig | None = None, k: int | None = None) -> dict:
+    def variant(self, generator: str, config=None, k: int | None = None) -> dict:
         """The metrics of a fresh model with the variant's generator and every novel item inserted."""
         model = XRMetaModel.load(self.folder)
-        cs = model.configs.coldstart
         if k is not None:
-            cs.k = k
-            cs.n_candidates = max(cs.n_candidates, 2 * k + 16)  # the learned training asks for k + 16
-            model.selector = make_selector(model.selector.Z, cs)
-        if generator == "learned":
-            model.fit_generator(self.X, self.split.Y_train, config or LearnedConfig(), threads=2, verbose=False)
-        else:
-            model.use_generator(generator)
+            api.set_neighbours(model, k)
+        api.set_generator(model, generator, self.X, self.split.Y_train, config)
         H.insert_novel(model, self.data, self.split)
 
         def predict(texts, subset, k):
@@ -82,12 +67,12 @@ def spread(values: list[float]) -> str:
     return f"{v.mean():.2f} ± {v.std():.2f} ({v.min():.2f}..{v.max():.2f})"
 
 
-def seeds_table(seeds: list[Seed]) -> str:
+def seeds_table(seeds: list[Seed]) -> tuple[str, str]:
     rows, per_seed = [], {}
     for name, (generator, overrides) in VARIANTS.items():
         for s in seeds:
             C.log(f"seed {s.split.seed}: {name}")
-        per_seed[name] = [s.variant(generator, None if overrides is None else LearnedConfig(**overrides))
+        per_seed[name] = [s.variant(generator, None if overrides is None else api.LearnedConfig(**overrides))
                           for s in seeds]
         rows.append([name] + [spread([r[c] for r in per_seed[name]]) for c in COLUMNS])
     rows.append(["XR-Linear (PECOS)", "0 (unreachable)", "0", "0", spread([s.pecos_observed for s in seeds])])
@@ -102,11 +87,11 @@ def seeds_table(seeds: list[Seed]) -> str:
     gap = [r[COLUMNS[3]] - s.pecos_observed for r, s in zip(per_seed["learned"], seeds)]
     verdict.append("observed P@1 with every item ranked, learned minus XR-Linear per seed: "
                    + ", ".join(f"{g:+.2f}" for g in gap))
-    return C.table(["generator", *COLUMNS], rows) + "\n\n" + C.bullets(verdict)
+    return C.table(["generator", *COLUMNS], rows), C.bullets(verdict)
 
 
 def ablation_table(s: Seed) -> str:
-    variants = [(f"K={k}", dict(k=k)) for k in (1, 3, 6)] + [("depth 2", dict(config=LearnedConfig(depth=2)))]
+    variants = [(f"K={k}", dict(k=k)) for k in (1, 3, 6)] + [("depth 2", dict(config=api.LearnedConfig(depth=2)))]
     rows = []
     for name, kw in variants:
         C.log(f"ablation {name}")
@@ -121,11 +106,12 @@ def main(argv=None) -> int:
     args = C.parse(p, argv, seeds=[0])
     started = time.perf_counter()
     seeds = [Seed(args.dataset, seed) for seed in args.seeds]
-    parts = [C.section(f"Zero-shot and generalized quality over split seeds {args.seeds} (beam {seeds[0].beam})",
-                       seeds_table(seeds))]
-    if not args.skip_ablations:
-        parts.append(C.section(f"Ablations (split seed {args.seeds[0]})", ablation_table(seeds[0])))
-    C.report("generator_ablation", args.dataset, "\n".join(parts), started)
+    table, verdict = seeds_table(seeds)
+    ablations = "" if args.skip_ablations else C.text("generator_ablation.ablations", seed=args.seeds[0],
+                                                      table=ablation_table(seeds[0]))
+    body = C.text("generator_ablation", seeds=args.seeds, beam=seeds[0].beam, table=table, verdict=verdict,
+                  ablations=ablations)
+    C.report("generator_ablation", args.dataset, body, started)
     return 0
 
 

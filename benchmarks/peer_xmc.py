@@ -67,9 +67,11 @@ def xrmeta_points(full, plain, data, beams, k: int) -> list[Point]:
                 one=lambda text, m=m, b=b: api.search(m, tf([text]), k, b),
                 batch=lambda texts, m=m, b=b: api.search(m, tf(texts), k, b), slot_col=cols))
         points.append(Point(
-            "PECOS XR-Linear", f"beam {b}", search=lambda texts, subset, kk, b=b: api.pecos_search(plain, tf(texts), kk, b),
+            "PECOS XR-Linear", f"beam {b}",
+            search=lambda texts, subset, kk, b=b: api.pecos_search(plain, tf(texts), kk, b),
             one=lambda text, b=b: pecos.predict(tf([text]), beam_size=b, only_topk=k, threads=1),
-            batch=lambda texts, b=b: pecos.predict(tf(texts), beam_size=b, only_topk=k, threads=1), slot_col=cols_plain))
+            batch=lambda texts, b=b: pecos.predict(tf(texts), beam_size=b, only_topk=k, threads=1),
+            slot_col=cols_plain))
     return points
 
 

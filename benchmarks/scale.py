@@ -1,15 +1,7 @@
 """Scale check: how query latency and insertion cost grow from 10^4 to 10^6 labels, on synthetic catalogues
-that are generated in memory and never stored.
-
-1. Grown by insertion: a tree trained on a 10^4-item synthetic catalogue (`make_synthetic`, 10% of items held
-   out as novel), whose leaf layer then grows to 10^6 items through `add_items`: the split's novel items first,
-   then made-up titles (words of the observed titles recombined, seeded, generated lazily per batch). At each
-   size: query latency and the cost per inserted item of getting there.
-2. Trained at size: trees trained on synthetic catalogues of each decade up to --trained-max (default 10^5),
-   their novel items inserted; xrmeta and PECOS latency on the same tree, and the insertion cost.
-
-Latency (`harness.latency`): beam 10, top-10, single thread, test queries featurized off the clock; one query per
-call (median, p99) and one batch call (median of 3).
+generated in memory: a 10^4-item tree grown by `add_items` (made-up titles: observed words recombined, seeded), and
+trees trained at each decade up to --trained-max with xrmeta and PECOS on the same tree. Latency: beam 10, top-10,
+`harness.latency` (online median / p99, batch median of 3).
 """
 
 from __future__ import annotations
@@ -117,27 +109,17 @@ def render(steps: list[dict], base: dict, tr: list[dict], batch: int, n_queries:
                r["online_median_ms"], r["online_p99_ms"], r["pecos_median_ms"],
                r["online_median_ms"] / r["pecos_median_ms"], r["batch_ms"], r["pecos_batch_ms"]] for r in tr]
     first, last = steps[0], steps[-1]
-    return "\n".join([
-        C.figure(plot) + "\n",
-        C.section(
-            f"Grown by insertion: a tree trained on {base['trained_items']:,} items ({base['clusters']} leaf "
-            f"clusters; generated in {base['gen_s']:.1f} s, trained in {base['train_s']:.1f} s)",
-            C.prose(f"Cold start: `xrmeta` defaults (generator `{base['generator']}`) here and in the trained-at-size "
-                    "rows. The first row inserts the split's real novel items; later rows insert made-up titles in "
-                    f"`add_items` calls of {batch:,} items (title generation off the clock). The tree and its leaf "
-                    f"clusters stay as trained, so every cluster grows. Latency over {n_queries} test queries."),
-            C.table(["labels in catalogue", "inserted in this step", "seconds", "µs/item (step)",
-                     "µs/item per call min / median / max", "online median ms", "online p99 ms", "batch ms/query"],
-                    g_rows, ["", "", ".2f", ".1f", "", ".3f", ".3f", ".3f"]),
-            f"From {first['labels']:,} to {last['labels']:,} labels: query latency (online median) "
-            f"x{last['online_median_ms'] / first['online_median_ms']:.1f}, insertion cost per item "
-            f"x{last['insert_us'] / first['insert_us']:.2f}."),
-        C.section("Trained at size: a tree trained on each catalogue, its novel items (10%) inserted", C.table(
-            ["labels", "trained items", "leaf clusters", "generate s", "train s (all cores)", "insert µs/item",
-             "xrmeta online median ms", "xrmeta p99 ms", "PECOS online median ms", "xrmeta / PECOS",
-             "xrmeta batch ms/query", "PECOS batch ms/query"], t_rows,
-            ["", "", "", ".1f", ".1f", ".1f", ".3f", ".3f", ".3f", ".2f", ".3f", ".3f"])),
-    ])
+    grown_t = C.table(["labels in catalogue", "inserted in this step", "seconds", "µs/item (step)",
+                       "µs/item per call min / median / max", "online median ms", "online p99 ms", "batch ms/query"],
+                      g_rows, ["", "", ".2f", ".1f", "", ".3f", ".3f", ".3f"])
+    trained_t = C.table(["labels", "trained items", "leaf clusters", "generate s", "train s (all cores)",
+                         "insert µs/item", "xrmeta online median ms", "xrmeta p99 ms", "PECOS online median ms",
+                         "xrmeta / PECOS", "xrmeta batch ms/query", "PECOS batch ms/query"], t_rows,
+                        ["", "", "", ".1f", ".1f", ".1f", ".3f", ".3f", ".3f", ".2f", ".3f", ".3f"])
+    return C.text("scale", link=f"benchmarks/plots/{plot.name}", name=plot.name, batch=batch, n_queries=n_queries,
+                  grown=grown_t, first=first["labels"], last=last["labels"], trained=trained_t,
+                  latency_x=last["online_median_ms"] / first["online_median_ms"],
+                  insert_x=last["insert_us"] / first["insert_us"], **base)
 
 
 def main(argv=None) -> int:

@@ -14,9 +14,7 @@ from pecos.ann.hnsw import HNSW
 from sklearn.preprocessing import normalize
 from sklearn.random_projection import SparseRandomProjection
 
-from xrmeta.coldstart import Selector
-
-from . import harness as H
+from . import api, harness as H
 from . import common as C
 
 
@@ -43,11 +41,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     model, data, split, _ = C.load(args.dataset, args.seed)
     S = normalize(model.featurizer.transform(C.titles_ids(data, split.novel)[0], threads=1))
-    Z, n, k = model.selector.Z, S.shape[0], args.k
-    exact_items = Selector(Z).search(S, k)[0]
+    Z, n, k = api.neighbour_index(model), S.shape[0], args.k
+    exact_items = api.Selector(Z).search(S, k)[0]
 
     def sel(**kw):
-        return lambda: Selector(Z, **kw), lambda s, Q: s.search(Q, k)[0]
+        return lambda: api.Selector(Z, **kw), lambda s, Q: s.search(Q, k)[0]
 
     def pecos_hnsw(ef):
         params = HNSW.TrainParams(M=16, efC=100, metric_type="ip", threads=1)
@@ -74,10 +72,9 @@ def main(argv=None) -> int:
             build_s, index = H.clock(build)
         lat = H.latency({name: lambda Q: search(index, Q)}, [], S, args.repeats, warm=[S[:5]])[name]
         rows.append([name, build_s, lat.batch_ms * 1e3, recall(search(index, S), exact_items)])
-    body = C.prose(f"{n} novel items of the split searched against {Z.shape[0]} observed items ({Z.shape[1]} TF-IDF "
-                   f"features); recall of the exact {k} nearest, percent; single thread; search µs/item is the "
-                   f"median of {args.repeats} runs over the whole batch.") + "\n\n" + C.table(
-        ["selector", "build s", "search µs/item", f"recall@{k} %"], rows, ["", ".2f", ".1f", ".1f"])
+    body = C.text("selector", n=n, n_observed=Z.shape[0], n_features=Z.shape[1], k=k, repeats=args.repeats,
+                  table=C.table(["selector", "build s", "search µs/item", f"recall@{k} %"], rows,
+                                ["", ".2f", ".1f", ".1f"]))
     C.report("selector", args.dataset, body, started)
     return 0
 

@@ -78,13 +78,10 @@ def main(argv=None) -> int:
         rows.append([s] + vals + ([f"{vals[0] / vals[1]:.2f}" if vals[1] else ""] if len(names) == 2 else []))
     header = ["stage"] + [f"{n}, s" for n in names] + (["ratio"] if len(names) == 2 else [])
     sizes = sorted(sizes.items()) + [("total", sum(sizes.values()))]
-    body = "\n\n".join([
-        f"`python -m xrmeta.train --dataset {args.dataset} --seed {args.seed}` (all cores: {os.cpu_count()}); "
-        f"medians of {args.repeats} timed runs per side, alternating"
-        + (f"; baseline: revision `{args.baseline}` of this repository" if args.baseline else "") + ".",
-        "### Train time (s)", C.table(header, rows),
-        "### Model size on disk (MiB, this checkout)", C.table(["part", "MiB"], [[k, b / 2**20] for k, b in sizes],
-                                                              ["", ".1f"])]) + "\n"
+    body = C.text("train_cost", dataset=args.dataset, seed=args.seed, cores=os.cpu_count(), repeats=args.repeats,
+                  baseline=f"; baseline: revision `{args.baseline}` of this repository" if args.baseline else "",
+                  times=C.table(header, rows), sizes=C.table(["part", "MiB"], [[k, b / 2**20] for k, b in sizes],
+                                                             ["", ".1f"]))
     C.report("train_cost", args.dataset, body, started)
     return 0
 
