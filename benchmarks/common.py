@@ -110,14 +110,14 @@ def log(msg: str) -> None:
 _TEXTS: dict[str, str] = {}
 
 
-def text(name: str, **values) -> str:
-    """The block `@@ name` of texts.md (every sentence of the reports), filled with str.format(**values)."""
+def text(block: str, /, **values) -> str:
+    """The block `@@ <block>` of texts.md (every sentence of the reports), filled with str.format(**values)."""
     if not _TEXTS:
         raw = (Path(__file__).resolve().parent / "texts.md").read_text()
         for block in raw.split("\n@@ ")[1:]:
             key, _, body = block.partition("\n")
             _TEXTS[key.strip()] = body.replace("\n  ", " ").rstrip("\n")
-    return _TEXTS[name].format(**values)
+    return _TEXTS[block].format(**values)
 
 
 def cell(v, fmt: str = "") -> str:
