@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+# the library's other names the sections use: each import is the one line to change when its module moves
+from xrmeta.coldstart import Selector  # noqa: F401
+from xrmeta.coldstart.learned import LearnedConfig  # -> `from xrmeta import LearnedConfig`
+from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: F401  (the data_home default, helper B)
+from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: F401
+                             split_for, title_tfidf)  # (issue 12 moves the CLIs into xrmeta/cli/)
+from xrmeta.train import main as train_cli  # noqa: F401  (`python -m xrmeta.train`)
+
 # `python -m xrmeta.train` flags / `XRMetaModel.train` keywords that keep the PECOS copy (`pecos_model()`),
 # which the latency comparisons need. Issue 12: the copy becomes opt-in (`train(..., keep_pecos=True)`).
 TRAIN_FLAGS: list[str] = []  # -> ["--keep-pecos"] (whatever the train CLI names it)
@@ -54,6 +62,12 @@ def catalog_sizes(model) -> dict:
     return dict(base=c.n_base, slots=c.n_slots, clusters=c.n_clusters)
 
 
+def same_tree(a, b) -> bool:
+    """Two trainings built the same leaf clusters, every item in the same cluster."""
+    return a.catalog.n_clusters == b.catalog.n_clusters and np.array_equal(a.catalog.slot_cluster.view,
+                                                                           b.catalog.slot_cluster.view)
+
+
 def nnz(model, lo: int, hi: int) -> int:
     """Classifier non-zeros of slots lo..hi (a query's cost per scored item is its item's non-zeros)."""
     ptr = model.catalog.w_ptr.view
@@ -70,7 +84,6 @@ def holds(model, item_id: str) -> bool:
 
 def slots_of(model, ids) -> np.ndarray:
     return np.array([model.catalog.slot_of[i] for i in ids], dtype=np.int64)
-
 
 
 def item_clusters(model, slots):
@@ -111,6 +124,12 @@ def same_catalogue(a, b) -> bool:
     return a.catalog.ids == b.catalog.ids and all(np.array_equal(x[key], y[key]) for key in x)
 
 
+def set_spread(model, clusters_per_item: int, inserted_beam_factor: int) -> None:
+    """New items go into m clusters; queries look for them in beam x f clusters (set on a loaded model)."""
+    cs = model.configs.coldstart
+    cs.clusters_per_item, cs.inserted_beam_factor = clusters_per_item, inserted_beam_factor
+
+
 def set_neighbours(model, k: int) -> None:
     """K nearest observed items per new item (the selector rebuilt for it)."""
     from xrmeta.model import make_selector
@@ -128,11 +147,3 @@ def set_generator(model, name: str, X=None, Y=None, config=None) -> None:
     else:
         model.use_generator(name)
 
-
-# the evaluation helpers the sections score with (issue 12 moves the CLIs into xrmeta/cli/: one import to change)
-from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: E402,F401  (the data_home default, helper B)
-from xrmeta.coldstart import Selector  # noqa: E402,F401
-from xrmeta.coldstart.learned import LearnedConfig  # noqa: E402,F401  (-> `from xrmeta import LearnedConfig`)
-from xrmeta.train import main as train_cli  # noqa: E402,F401  (`python -m xrmeta.train`)
-from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: E402,F401
-                             split_for, title_tfidf)

@@ -114,8 +114,8 @@ def text(block: str, /, **values) -> str:
     """The block `@@ <block>` of texts.md (every sentence of the reports), filled with str.format(**values)."""
     if not _TEXTS:
         raw = (Path(__file__).resolve().parent / "texts.md").read_text()
-        for block in raw.split("\n@@ ")[1:]:
-            key, _, body = block.partition("\n")
+        for part in raw.split("\n@@ ")[1:]:
+            key, _, body = part.partition("\n")
             _TEXTS[key.strip()] = body.replace("\n  ", " ").rstrip("\n")
     return _TEXTS[block].format(**values)
 

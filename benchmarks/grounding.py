@@ -44,7 +44,7 @@ def reach_sweep(dataset: str, seed: int, extra: list[str], values=((1, 1), (3, 1
     rows = []
     for m, f in values:
         model, data, split, _ = C.load(dataset, seed, extra)
-        model.configs.coldstart.clusters_per_item, model.configs.coldstart.inserted_beam_factor = m, f
+        api.set_spread(model, m, f)
         ins = H.insert_novel(model, data, split)
         zs = xrmeta_of(api.evaluate_model(model, data, split, threads=1, k=100))["zero_shot"]
         X = model.featurizer.transform(C.texts(data, split.generalized_set.queries), threads=1)
