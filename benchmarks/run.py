@@ -93,7 +93,7 @@ def header(args, runs: list[dict], wall: float, load: str) -> str:
     return C.text(
         "run", command="python -m benchmarks.run " + " ".join(sys.argv[1:]), minutes=wall / 60, seed=args.seed,
         date=f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", fresh=", models retrained" * args.fresh,
-        dataset=args.dataset[0] if len(args.dataset) == 1 else "homedepot", machine=C.table(["machine", ""], machine),
+        dataset=(args.dataset[0] if len(args.dataset) == 1 else "homedepot") + " QUICK=1" * args.quick, machine=C.table(["machine", ""], machine),
         versions=C.table(["package", "version"], [[k, v] for k, v in C.versions().items()]),
         commands=C.table(["section", "dataset", "command", "wall s", "status"], cmds),
         failed=C.text("run.failed", failed=", ".join(failed)) if failed else "",
