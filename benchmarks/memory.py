@@ -6,7 +6,6 @@ titles, `scale.title_batches`; RSS, catalogue bytes per non-zero) and insert/rem
 from __future__ import annotations
 
 import gc
-import sys
 import time
 import tracemalloc
 
@@ -17,19 +16,6 @@ from .scale import title_batches
 
 MB = 2**20
 CHECKPOINTS = (10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6)
-
-
-def catalogue_bytes(c) -> dict[str, int]:
-    """Bytes held by a catalogue: its arrays (live part and allocated capacity) and its ids (list, strings, map).
-    Reads the catalogue's own buffers: follow the layout if helper A's layout module renames them."""
-    ch = c._chunks  # the inserted items' search layout (chunks and tails)
-    grown = (c.w_ptr, c.w_idx, c.w_val, c.slot_bias, c.slot_alive, c.slot_cluster, c.entry_slot, c.entry_cluster,
-             ch.feats, ch.row_ptr, ch.local, ch.val, ch.slots, ch.entry_next)
-    fixed = sum(a.nbytes for a in (c.chunk_feat_ptr, c.chunk_feats, c.chunk_row_ptr, c.chunk_slot, c.chunk_val,
-                                   c.base_slot_ptr, ch.row_lo, ch.row_hi, ch.slot_lo, ch.slot_hi, ch.head))
-    ids = sys.getsizeof(c.ids) + sum(map(sys.getsizeof, c.ids)) + sys.getsizeof(c.slot_of)
-    return {"live": fixed + sum(g.view.nbytes for g in grown), "allocated": fixed + sum(g.buf.nbytes for g in grown),
-            "ids": ids}
 
 
 def inserted(model) -> tuple[int, int]:
@@ -54,14 +40,14 @@ def warm_model(seed: int):
 
 def growth(seed: int, batch: int) -> str:
     model, titles = warm_model(seed)
-    base_rss, base_bytes, (base_nnz, base_items) = settled_rss(), catalogue_bytes(model.catalog), inserted(model)
+    base_rss, base_bytes, (base_nnz, base_items) = settled_rss(), api.catalog_bytes(model), inserted(model)
     rows, done, seconds, last = [], 0, 0.0, (0, 0)  # last: (nnz, RSS growth) at the previous checkpoint
     with PeakRSS(interval=0.02) as peak:
         for titles_b, ids in title_batches(titles, CHECKPOINTS[-1], batch, seed):
             seconds += H.insert(model, titles_b, ids).seconds
             done += len(ids)
             if done in CHECKPOINTS:
-                (nnz, items), b, rss = inserted(model), catalogue_bytes(model.catalog), settled_rss()
+                (nnz, items), b, rss = inserted(model), api.catalog_bytes(model), settled_rss()
                 nnz, items, grew = nnz - base_nnz, items - base_items, rss - base_rss
                 rows.append([f"{done:,}", f"{nnz:,}", nnz / items, b["live"] / MB, b["allocated"] / MB, b["ids"] / MB,
                              rss / MB, grew / MB, grew / nnz, (grew - last[1]) / (nnz - last[0]),
@@ -80,14 +66,14 @@ def cycles(seed: int, n_cycles: int, batch: int) -> str:
     model, titles = warm_model(seed)
     gc.collect()
     tracemalloc.start()
-    start_traced, start, start_rss = tracemalloc.get_traced_memory()[0], catalogue_bytes(model.catalog), rss_bytes()
+    start_traced, start, start_rss = tracemalloc.get_traced_memory()[0], api.catalog_bytes(model), rss_bytes()
     rows, first = [], None
     for cycle in range(1, n_cycles + 1):
         titles_b, ids = next(title_batches(titles, batch, batch, seed + cycle))  # same ids every cycle
         H.insert(model, titles_b, ids)
         model.remove_items(ids)
         gc.collect()
-        traced, b = tracemalloc.get_traced_memory()[0] - start_traced, catalogue_bytes(model.catalog)
+        traced, b = tracemalloc.get_traced_memory()[0] - start_traced, api.catalog_bytes(model)
         held = b["allocated"] + b["ids"] - start["allocated"] - start["ids"]
         first = traced - held if first is None else first
         if cycle in (1, 2, 5) or cycle % 5 == 0:
