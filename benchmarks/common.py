@@ -46,7 +46,7 @@ def parse(p: argparse.ArgumentParser, argv=None, **quick) -> argparse.Namespace:
     if args.quick or QUICK:
         QUICK, args.quick = True, True
         os.environ["XRMETA_BENCH_QUICK"] = "1"
-        if not str(OUT).endswith("quick"):
+        if OUT.name != "quick":
             OUT = PLOTS = OUT / "quick"
         args.dataset = "synthetic"
         for key, value in quick.items():
