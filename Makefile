@@ -25,10 +25,12 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Recall vs latency against peers and every other benchmark; rewrites BENCHMARKS.md and benchmarks/plots/.
+# Recall vs latency against peers and every other benchmark, plots in benchmarks/plots/. Each dataset writes its own
+# report: BENCHMARKS.md for homedepot (with the synthetic scale check), BENCHMARKS-<dataset>.md for the others.
+# QUICK=1: every section on tiny synthetic data (does each run?), report under benchmarks/out/quick/.
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) -m benchmarks.run --dataset $(DATASET)
+	$(PY) -m benchmarks.run --dataset $(DATASET) $(if $(filter homedepot,$(DATASET)),,--no-scale) $(if $(QUICK),--quick)
 
 clean:
 	rm -rf runs

@@ -1,17 +1,9 @@
 """The learned generator and its ablations vs the hand-made generators, over 3 seeds of the split.
 
-1. Zero-shot P@1 / R@10 / R@100 (novel items ranked among novel items) and, in the generalized setting, P@1 of
-   the observed test queries with every item ranked (a new item on top of a relevant observed one is a miss),
-   next to plain XR-Linear (PECOS) on the same queries, each on the cached model of split seeds 0, 1, 2: mean
-   +- sd (min..max) over the seeds. Hand-made: mean (of the neighbours' classifiers), self (the title, at the
-   scale of an unclicked observed item), mean_self. Learned: the title with one weight per n-gram block (the
-   default; the neighbours inform the weights), neighbours' classifiers and title, neighbours' classifiers only,
-   and one title weight for all n-gram blocks instead of one per block.
-2. Ablations on seed 0: K in {1, 3, 6}; generator depth 1 vs 2.
-
-Every variant works on a fresh copy of the model loaded from disk (the learned ones retrain the generator on the
-model's held-out clicks, seeded), inserts every novel item of the split with `add_items` and evaluates at the
-model's beam, top 100. The generator's training and insertion costs are in `train_cost` and `insertion`.
+Zero-shot P@1 / R@10 / R@100 and observed P@1 with every item ranked (a new item above a relevant observed one
+is a miss), mean ± sd (min..max) over the seeds' cached models, next to PECOS; ablations on seed 0: K in {1, 3, 6},
+depth 2. Each variant: a fresh copy from disk (learned ones retrain the generator, seeded), every novel item
+inserted, the model's beam, top 100. Generator costs: `train_cost`, `insertion`.
 """
 
 from __future__ import annotations
@@ -20,11 +12,10 @@ import time
 
 import numpy as np
 
-from xrmeta.coldstart.learned import LearnedConfig
-from xrmeta.evaluate import evaluate_sets, insert_novel, slot_columns, slots_to_scores
 from xrmeta.metrics import evaluate_scores
-from xrmeta.model import XRMetaModel, make_selector
+from xrmeta.model import XRMetaModel
 
+from . import api, harness as H
 from . import common as C
 
 # name -> (generator, LearnedConfig overrides for the learned ones)
@@ -45,42 +36,30 @@ class Seed:
     def __init__(self, dataset: str, seed: int):
         model, self.data, self.split, self.folder = C.load(dataset, seed)
         self.beam = model.configs.tree.beam_size
-        self.X = model.featurizer.transform([self.data.query_texts[i] for i in self.split.train_queries], threads=2)
+        self.X = model.featurizer.transform(C.texts(self.data, self.split.train_queries), threads=2)
+        self.pecos_observed = self.observed_p1(model, api.pecos_search)
+
+    def observed_p1(self, model, search) -> float:
+        """P@1 of the observed test queries, every item ranked: relevant new items do not count."""
         es = self.split.observed_set
-        slots, scores = model.pecos_predict_slots(self._queries(model, es), k=100, beam_size=self.beam)
-        self.pecos_observed = evaluate_scores(es.Y, slots_to_scores(slots, scores, slot_columns(model, self.data),
-                                                                    self.data.n_items))["P@1"]
+        X = model.featurizer.transform(C.texts(self.data, es.queries), threads=1)
+        slots, scores = search(model, X, 100, self.beam)
+        cols = api.slot_columns(model, self.data)
+        return evaluate_scores(es.Y, api.slots_to_scores(slots, scores, cols, self.data.n_items))["P@1"]
 
-    def _queries(self, model, es):
-        return model.featurizer.transform([self.data.query_texts[i] for i in es.queries], threads=1)
-
-    def variant(self, generator: str, config: LearnedConfig | None = None, k: int | None = None) -> dict:
+    def variant(self, generator: str, config=None, k: int | None = None) -> dict:
         """The metrics of a fresh model with the variant's generator and every novel item inserted."""
         model = XRMetaModel.load(self.folder)
-        cs = model.configs.coldstart
         if k is not None:
-            cs.k = k
-            cs.n_candidates = max(cs.n_candidates, 2 * k + 16)  # the learned training asks for k + 16
-            model.selector = make_selector(model.selector.Z, cs)
-        if generator == "learned":
-            model.fit_generator(self.X, self.split.Y_train, config or LearnedConfig(), threads=2, verbose=False)
-        else:
-            model.use_generator(generator)
-        insert_novel(model, self.data, self.split)
-        return self.evaluate(model)
-
-    def evaluate(self, model: XRMetaModel) -> dict:
-        slot_col = slot_columns(model, self.data)
+            api.set_neighbours(model, k)
+        api.set_generator(model, generator, self.X, self.split.Y_train, config)
+        H.insert_novel(model, self.data, self.split)
 
         def predict(texts, subset, k):
-            X = model.featurizer.transform(texts, threads=1)
-            return model.predict_slots(X, k=k, beam_size=self.beam, subset=subset, threads=1)
+            return api.search(model, model.featurizer.transform(texts, threads=1), k, self.beam, subset)
 
-        zs = evaluate_sets(predict, self.data, self.split, slot_col)["zero_shot"]
-        es = self.split.observed_set  # its queries, every item ranked: relevant new items do not count
-        slots, scores = model.predict_slots(self._queries(model, es), k=100, beam_size=self.beam, subset="all")
-        observed = evaluate_scores(es.Y, slots_to_scores(slots, scores, slot_col, self.data.n_items))["P@1"]
-        return {COLUMNS[0]: zs["P@1"], COLUMNS[1]: zs["R@10"], COLUMNS[2]: zs["R@100"], COLUMNS[3]: observed}
+        zs = api.evaluate_sets(predict, self.data, self.split, api.slot_columns(model, self.data))["zero_shot"]
+        return dict(zip(COLUMNS, (zs["P@1"], zs["R@10"], zs["R@100"], self.observed_p1(model, api.search))))
 
 
 def spread(values: list[float]) -> str:
@@ -88,53 +67,51 @@ def spread(values: list[float]) -> str:
     return f"{v.mean():.2f} ± {v.std():.2f} ({v.min():.2f}..{v.max():.2f})"
 
 
-def seeds_table(seeds: list[Seed]) -> str:
+def seeds_table(seeds: list[Seed]) -> tuple[str, str]:
     rows, per_seed = [], {}
     for name, (generator, overrides) in VARIANTS.items():
-        results = []
         for s in seeds:
             C.log(f"seed {s.split.seed}: {name}")
-            results.append(s.variant(generator, None if overrides is None else LearnedConfig(**overrides)))
-        per_seed[name] = results
-        rows.append([name] + [spread([r[c] for r in results]) for c in COLUMNS])
+        per_seed[name] = [s.variant(generator, None if overrides is None else api.LearnedConfig(**overrides))
+                          for s in seeds]
+        rows.append([name] + [spread([r[c] for r in per_seed[name]]) for c in COLUMNS])
     rows.append(["XR-Linear (PECOS)", "0 (unreachable)", "0", "0", spread([s.pecos_observed for s in seeds])])
     verdict = []
     for c in COLUMNS[:2]:
         best = max(HAND_MADE, key=lambda g: np.mean([r[c] for r in per_seed[g]]))
         wins = [a[c] > b[c] for a, b in zip(per_seed["learned"], per_seed[best])]
-        verdict.append(f"{c}: learned beats the best hand-made generator ({best}) on {sum(wins)} of {len(wins)} "
-                       f"seeds")
+        verdict.append(f"{c}: learned beats the best hand-made generator ({best}) on {sum(wins)} of {len(wins)} seeds")
         for name in [v for v in VARIANTS if v.startswith("learned,")]:
             diff = [a[c] - b[c] for a, b in zip(per_seed["learned"], per_seed[name])]
             verdict.append(f"{c}: learned minus '{name}' per seed: " + ", ".join(f"{d:+.2f}" for d in diff))
     gap = [r[COLUMNS[3]] - s.pecos_observed for r, s in zip(per_seed["learned"], seeds)]
     verdict.append("observed P@1 with every item ranked, learned minus XR-Linear per seed: "
                    + ", ".join(f"{g:+.2f}" for g in gap))
-    return (C.md_table(["generator"] + list(COLUMNS), rows) + "\n\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
+    return C.table(["generator", *COLUMNS], rows), C.bullets(verdict)
 
 
 def ablation_table(s: Seed) -> str:
+    variants = [(f"K={k}", dict(k=k)) for k in (1, 3, 6)] + [("depth 2", dict(config=api.LearnedConfig(depth=2)))]
     rows = []
-    for k in (1, 3, 6):
-        C.log(f"ablation K={k}")
-        rows.append([f"K={k}", "learned"] + [s.variant("learned", LearnedConfig(), k=k)[c] for c in COLUMNS])
-    C.log("ablation depth 2")
-    rows.append(["depth 2", "learned"] + [s.variant("learned", LearnedConfig(depth=2))[c] for c in COLUMNS])
-    return C.md_table(["variant (K=3, depth 1 unless named)", "generator"] + list(COLUMNS), rows)
+    for name, kw in variants:
+        C.log(f"ablation {name}")
+        rows.append([name, "learned"] + [s.variant("learned", **kw)[c] for c in COLUMNS])
+    return C.table(["variant (K=3, depth 1 unless named)", "generator", *COLUMNS], rows)
 
 
 def main(argv=None) -> int:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="split seeds (cached models)")
     p.add_argument("--skip-ablations", action="store_true", help="only the seeds table")
-    args = p.parse_args(argv)
+    args = C.parse(p, argv, seeds=[0])
     started = time.perf_counter()
     seeds = [Seed(args.dataset, seed) for seed in args.seeds]
-    parts = [f"## Zero-shot and generalized quality over split seeds {args.seeds} (beam {seeds[0].beam})\n\n"
-             + seeds_table(seeds)]
-    if not args.skip_ablations:
-        parts.append(f"## Ablations (split seed {args.seeds[0]})\n\n" + ablation_table(seeds[0]))
-    C.report("generator_ablation", args.dataset, "\n\n".join(parts), started)
+    table, verdict = seeds_table(seeds)
+    ablations = "" if args.skip_ablations else C.text("generator_ablation.ablations", seed=args.seeds[0],
+                                                      table=ablation_table(seeds[0]))
+    body = C.text("generator_ablation", seeds=args.seeds, beam=seeds[0].beam, table=table, verdict=verdict,
+                  ablations=ablations)
+    C.report("generator_ablation", args.dataset, body, started)
     return 0
 
 

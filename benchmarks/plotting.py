@@ -7,10 +7,11 @@ from pathlib import Path
 
 import matplotlib
 
+from . import common
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 SET_TITLES = {"observed": "observed items", "zero_shot": "zero-shot (novel items only)",
               "generalized": "generalized (all items)"}
 STYLE = {  # one look per system across figures
@@ -26,8 +27,8 @@ STYLE = {  # one look per system across figures
 
 
 def _save(fig, name: str) -> Path:
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    path = PLOTS / name
+    common.PLOTS.mkdir(parents=True, exist_ok=True)  # benchmarks/plots/, or out/quick/ in quick mode
+    path = common.PLOTS / name
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -1,6 +1,8 @@
 """One command for every benchmark: runs each section as its own process (`python -m benchmarks.<section>`),
-then writes BENCHMARKS.md from their outputs (benchmarks/out/<section>_<dataset>.md, plots in benchmarks/plots/)
-with a header that states the machine, the versions, the commands and the wall time.
+then writes the report from their outputs (benchmarks/out/<section>_<dataset>.md, plots in benchmarks/plots/)
+with a header that states the machine, the versions, the commands and the wall time. The report of homedepot
+is BENCHMARKS.md, of any other dataset BENCHMARKS-<dataset>.md; --quick: every section on tiny synthetic data,
+report and outputs in benchmarks/out/quick/ (checks that every section runs; its figures mean nothing).
 
 Run: .venv/bin/python -m benchmarks.run --dataset homedepot        (or: make bench DATASET=homedepot)
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,8 +21,8 @@ from pathlib import Path
 from . import common as C
 
 ROOT = Path(__file__).resolve().parents[1]
-# per dataset, in the order BENCHMARKS.md shows them; after the first dataset's peers, the synthetic scale check;
-# after its last section, the synthetic memory check. Sections whose module is absent are skipped.
+# per dataset, in the order the report shows them; after the first dataset's peers, the synthetic scale check;
+# after its last section, the synthetic memory check.
 SECTIONS = ("grounding", "peers", "train_cost", "latency", "insertion", "selector", "generator_ablation")
 SYNTHETIC_ONLY = ("scale", "memory")
 ABOUT = {
@@ -37,21 +38,26 @@ ABOUT = {
     "generator_ablation": "the learned generator and its ablations vs the hand-made generators over 3 split seeds",
     "memory": "memory of insertion up to 10^6 items, and insert / remove cycles (synthetic)",
 }
-
-
 # training time is compared with the last revision before title grounding, in the same run
 EXTRA = {"train_cost": ["--baseline", "1e4f727"]}
 
 
-def section_cmd(section: str, dataset: str, seed: int) -> list[str]:
+def report_path(dataset: str, quick: bool) -> Path:
+    """BENCHMARKS.md for homedepot (the README links it), BENCHMARKS-<dataset>.md for the others."""
+    name = "BENCHMARKS.md" if dataset == "homedepot" else f"BENCHMARKS-{dataset}.md"
+    return C.OUT / "quick" / name if quick else ROOT / name
+
+
+def section_cmd(section: str, dataset: str, seed: int, quick: bool) -> list[str]:
     cmd = [sys.executable, "-m", f"benchmarks.{section}", "--seed", str(seed)]
-    return cmd + ([] if section in SYNTHETIC_ONLY else ["--dataset", dataset]) + EXTRA.get(section, [])
+    cmd += [] if section in SYNTHETIC_ONLY else ["--dataset", dataset]
+    return cmd + (["--quick"] if quick else EXTRA.get(section, []))
 
 
-def run_section(section: str, dataset: str, seed: int, logs: Path) -> dict:
+def run_section(section: str, dataset: str, args, logs: Path) -> dict:
     """Run one section in its own process (its own memory and thread settings); stdout/stderr to a log file."""
-    cmd = section_cmd(section, dataset, seed)
-    out = C.OUT / f"{section}_{dataset}.md"
+    cmd = section_cmd(section, dataset, args.seed, args.quick)
+    out = C.OUT / ("quick" if args.quick else "") / f"{section}_{'synthetic' if args.quick else dataset}.md"
     log_path = logs / f"{section}_{dataset}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     started = time.time()
@@ -61,55 +67,16 @@ def run_section(section: str, dataset: str, seed: int, logs: Path) -> dict:
     seconds = time.time() - started
     fresh = out.exists() and out.stat().st_mtime >= started
     C.log(f"    {'done' if rc == 0 else f'FAILED (exit {rc}, log {log_path})'} in {seconds:.0f} s")
-    return dict(section=section, dataset=dataset, cmd=cmd, rc=rc, seconds=seconds, out=out if fresh else None,
-                log=log_path)
+    return dict(section=section, dataset=dataset, cmd=cmd, rc=rc, seconds=seconds, out=out if fresh else None)
 
 
 def shift_headings(md: str) -> str:
     """Demote every markdown heading one level (outside code fences): sections nest under the file's title."""
     lines, fenced = [], False
     for line in md.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
+        fenced ^= line.startswith("```")
         lines.append("#" + line if line.startswith("#") and not fenced else line)
     return "\n".join(lines)
-
-
-def display_cmd(cmd: list[str]) -> str:
-    return " ".join([".venv/bin/python"] + cmd[1:])
-
-
-def header(args, runs: list[dict], wall: float, load: str) -> str:
-    facts = C.machine_facts()
-    command = "python -m benchmarks.run " + " ".join(sys.argv[1:])
-    rows = [[r["section"], r["dataset"], f"`{display_cmd(r['cmd'])}`", f"{r['seconds']:.0f}",
-             "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"] for r in runs]
-    failed = [r for r in runs if r["rc"] != 0 or r["out"] is None]
-    return (
-        "# BENCHMARKS\n\n"
-        f"Generated by `{command}` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, in "
-        f"{wall / 60:.1f} minutes of wall time (training included{', models retrained' if args.fresh else ''}). "
-        "Every table and plot below is the output of that one run; nothing is typed by hand. Each section names "
-        "its own command, machine and date.\n\n"
-        "Regenerate (installs the peers into `.venv`, then runs the command above):\n\n"
-        f"```\nmake bench DATASET={args.dataset[0] if len(args.dataset) == 1 else 'homedepot'}\n```\n\n"
-        "## Machine and versions\n\n"
-        + C.md_table(["machine", ""], [[k, v] for k, v in facts.items()] + [["load average at start", load]])
-        + "\n\n" + C.md_table(["package", "version"], [[k, v] for k, v in C.versions().items()])
-        + "\n\nThe machine is a shared VM: absolute times are noisy. Compare ratios measured side by side in the same "
-        "run (every latency table has one against PECOS predict-only on the same trained model).\n\n"
-        "## Commands run, in order\n\n"
-        + C.md_table(["section", "dataset", "command", "wall s", "status"], rows)
-        + ("\n\n**Failed or without output:** " + ", ".join(f"{r['section']} ({r['dataset']})" for r in failed)
-           + ": see the logs in benchmarks/out/logs/." if failed else "")
-        + "\n\nDatasets: `../shared/data` (see each `SOURCE.md`), seed-"
-        f"{args.seed} zero-shot split of `xrmeta.data.make_zero_shot_split` (10% of items novel, 20% of queries "
-        "test); models with the defaults of `python -m xrmeta.train`.\n\n"
-        "## Sections\n\n"
-        + "\n".join(f"- [{r['section']} — {r['dataset']}](#{anchor(r)}): {ABOUT.get(r['section'], '')}"
-                    for r in runs if r["out"] is not None)
-        + "\n"
-    )
 
 
 def anchor(r: dict) -> str:
@@ -118,20 +85,29 @@ def anchor(r: dict) -> str:
     return "".join(c for c in text if c.isalnum() or c in " -_").replace(" ", "-")
 
 
+def header(args, runs: list[dict], wall: float, load: str) -> str:
+    cmds = [[r["section"], r["dataset"], "`" + " ".join([".venv/bin/python"] + r["cmd"][1:]) + "`",
+             f"{r['seconds']:.0f}", "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"] for r in runs]
+    failed = [f"{r['section']} ({r['dataset']})" for r in runs if r["rc"] != 0 or r["out"] is None]
+    machine = [[k, v] for k, v in C.machine_facts().items()] + [["load average at start", load]]
+    return C.text(
+        "run", command="python -m benchmarks.run " + " ".join(sys.argv[1:]), minutes=wall / 60, seed=args.seed,
+        date=f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", fresh=", models retrained" * args.fresh,
+        dataset=(args.dataset[0] if len(args.dataset) == 1 else "homedepot") + " QUICK=1" * args.quick, machine=C.table(["machine", ""], machine),
+        versions=C.table(["package", "version"], [[k, v] for k, v in C.versions().items()]),
+        commands=C.table(["section", "dataset", "command", "wall s", "status"], cmds),
+        failed=C.text("run.failed", failed=", ".join(failed)) if failed else "",
+        sections=C.bullets(f"[{r['section']} — {r['dataset']}](#{anchor(r)}): {ABOUT.get(r['section'], '')}"
+                           for r in runs if r["out"] is not None)) + "\n"
+
+
 def plan(datasets: list[str], scale: bool) -> list[tuple[str, str]]:
-    """(section, dataset) in run order, which is also the order of BENCHMARKS.md."""
+    """(section, dataset) in run order, which is also the order of the report."""
     steps = []
     for i, ds in enumerate(datasets):
-        steps += [("grounding", ds), ("peers", ds)]
-        if i == 0 and scale:
-            steps.append(("scale", "synthetic"))
-        steps += [(s, ds) for s in SECTIONS[2:]]
-        if i == 0:
-            steps.append(("memory", "synthetic"))
-    present = {s for s, _ in steps if importlib.util.find_spec(f"benchmarks.{s}") is not None}
-    for s in dict.fromkeys(s for s, _ in steps if s not in present):
-        C.log(f"{s}: no module benchmarks/{s}.py, skipped")
-    return [(s, ds) for s, ds in steps if s in present]
+        steps += [("grounding", ds), ("peers", ds)] + ([("scale", "synthetic")] if i == 0 and scale else [])
+        steps += [(s, ds) for s in SECTIONS[2:]] + ([("memory", "synthetic")] if i == 0 else [])
+    return steps
 
 
 def main(argv=None) -> int:
@@ -145,26 +121,26 @@ def main(argv=None) -> int:
                    help="delete the cached models first (time a run from nothing); to leave a shared cache alone, "
                    "point XRMETA_BENCH_OUT at an empty directory instead")
     p.add_argument("--no-scale", action="store_true", help="skip the synthetic scale check")
+    p.add_argument("--quick", action="store_true", help="every section on tiny synthetic data (does it run?)")
     p.add_argument("--out", type=Path, help="the markdown file to write (default: BENCHMARKS.md for homedepot, "
-                   "BENCHMARKS-<dataset>.md otherwise)")
+                   "BENCHMARKS-<dataset>.md otherwise; under benchmarks/out/quick/ with --quick)")
     args = p.parse_args(argv)
     if "all" in args.dataset:
         args.dataset = ["homedepot", "pricerunner"]
-    if args.out is None:
-        first = args.dataset[0]
-        args.out = ROOT / ("BENCHMARKS.md" if first == "homedepot" else f"BENCHMARKS-{first}.md")
-    started = time.time()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    logs = C.OUT / "logs"
+    if args.quick:
+        args.dataset = ["synthetic"]
+    args.out = args.out or report_path(args.dataset[0], args.quick)
+    started, load = time.time(), " ".join(f"{x:.2f}" for x in os.getloadavg())
+    logs = C.OUT / ("quick" if args.quick else "") / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     if args.fresh:
         shutil.rmtree(C.OUT / "models", ignore_errors=True)
-    runs = [run_section(section, ds, args.seed, logs) for section, ds in plan(args.dataset, not args.no_scale)]
+    runs = [run_section(s, ds, args, logs) for s, ds in plan(args.dataset, not args.no_scale)]
     wall = time.time() - started
     bodies = [shift_headings(r["out"].read_text()) for r in runs if r["out"] is not None]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header(args, runs, wall, load) + "\n" + "\n\n".join(bodies) + "\n")
     C.log(f"wrote {args.out}; total wall time {wall:.0f} s ({wall / 60:.1f} min)")
-    print(f"total wall time: {wall:.0f} s ({wall / 60:.1f} min)")
     return 0 if all(r["rc"] == 0 and r["out"] is not None for r in runs) else 1
 
 

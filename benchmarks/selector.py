@@ -1,9 +1,7 @@
 """Neighbour selection for new items: exact inverted index, the pruned index at several settings, PECOS's sparse
 HNSW, and hnswlib over a dense random projection of the TF-IDF rows. Recall@K of the exact K nearest observed
 items and single-thread µs per new item (one batch of the split's novel items; for hnswlib the projection is
-included), median of repeats. Build time is reported once.
-
-Run: .venv/bin/python -m benchmarks.selector --dataset homedepot
+included), median of repeats (`harness.latency`, batch calls only). Build time is reported once.
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ from pecos.ann.hnsw import HNSW
 from sklearn.preprocessing import normalize
 from sklearn.random_projection import SparseRandomProjection
 
-from xrmeta.coldstart import Selector
-
-from .common import clock, load, md_table, parser, report, single_thread
+from . import api, harness as H
+from . import common as C
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
@@ -26,59 +23,61 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return 100.0 * float(np.mean(hits))
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
+def projected(Z, dim: int, seed: int):
+    proj = SparseRandomProjection(n_components=dim, dense_output=True, random_state=seed).fit(Z)
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(max_elements=Z.shape[0], M=16, ef_construction=100, random_seed=seed)
+    index.set_num_threads(1)
+    index.add_items(normalize(proj.transform(Z)).astype(np.float32))
+    index.set_ef(64)
+    return proj, index
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
+    args = C.parse(p, argv, repeats=1)
     started = time.perf_counter()
-    single_thread()
-    model, data, split, _ = load(args.dataset, args.seed)
-    S = normalize(model.featurizer.transform([data.item_texts[j] for j in split.novel], threads=1))
-    Z = model.selector.Z
-    n, k = S.shape[0], args.k
-    exact_items = Selector(Z).search(S, k)[0]
-    rows = []
+    model, data, split, _ = C.load(args.dataset, args.seed)
+    S = normalize(model.featurizer.transform(C.titles_ids(data, split.novel)[0], threads=1))
+    Z, n, k = api.neighbour_index(model), S.shape[0], args.k
+    exact_items = api.Selector(Z).search(S, k)[0]
 
-    def measure(name, build, search):
-        build_s, index = clock(build)
-        search(index, S[:5])  # JIT / allocation warm-up
-        times = [clock(search, index, S)[0] for _ in range(args.repeats)]
-        found = search(index, S)
-        rows.append([name, f"{build_s:.2f}", f"{np.median(times) / n * 1e6:.1f}", f"{recall(found, exact_items):.1f}"])
+    def sel(**kw):
+        return lambda: api.Selector(Z, **kw), lambda s, Q: s.search(Q, k)[0]
 
-    measure("exact inverted index", lambda: Selector(Z), lambda sel, Q: sel.search(Q, k)[0])
+    def pecos_hnsw(ef):
+        params = HNSW.TrainParams(M=16, efC=100, metric_type="ip", threads=1)
+        return (lambda: HNSW.train(Z, train_params=params),
+                lambda h, Q: h.predict(Q, pred_params=HNSW.PredParams(efS=ef, topk=k, threads=1),
+                                       ret_csr=False)[0].astype(np.int64))
+
+    def dense(dim):
+        return (lambda: projected(Z, dim, args.seed),
+                lambda b, Q: b[1].knn_query(normalize(b[0].transform(Q)).astype(np.float32), k=k,
+                                            num_threads=1)[0].astype(np.int64))
+
+    variants = {"exact inverted index": sel()}
     for postings, cands in [(8, 16), (8, 32), (16, 32), (16, 64), (32, 64)]:
-        measure(f"pruned: {postings} postings/feature, {cands} rescored",
-                lambda: Selector(Z, max_postings=postings, n_candidates=cands), lambda sel, Q: sel.search(Q, k)[0])
+        variants[f"pruned: {postings} postings/feature, {cands} rescored"] = sel(max_postings=postings,
+                                                                                 n_candidates=cands)
     for ef in (16, 64):
-        measure(f"PECOS HNSW (sparse, M=16, efC=100), efS={ef}",
-                lambda: HNSW.train(Z, train_params=HNSW.TrainParams(M=16, efC=100, metric_type="ip", threads=1)),
-                lambda h, Q, ef=ef: h.predict(Q, pred_params=HNSW.PredParams(efS=ef, topk=k, threads=1),
-                                              ret_csr=False)[0].astype(np.int64))
+        variants[f"PECOS HNSW (sparse, M=16, efC=100), efS={ef}"] = pecos_hnsw(ef)
     for dim in (128, 256):
-        def build(dim=dim):
-            proj = SparseRandomProjection(n_components=dim, dense_output=True, random_state=args.seed).fit(Z)
-            index = hnswlib.Index(space="ip", dim=dim)
-            index.init_index(max_elements=Z.shape[0], M=16, ef_construction=100, random_seed=args.seed)
-            index.set_num_threads(1)
-            index.add_items(normalize(proj.transform(Z)).astype(np.float32))
-            index.set_ef(64)
-            return proj, index
-
-        def search(built, Q):
-            proj, index = built
-            return index.knn_query(normalize(proj.transform(Q)).astype(np.float32), k=k, num_threads=1)[0].astype(
-                np.int64)
-
-        measure(f"hnswlib, sparse random projection to {dim}-d, M=16, ef=64", build, search)
-
-    body = (f"{n} novel items of the split searched against {Z.shape[0]} observed items ({Z.shape[1]} TF-IDF "
-            f"features); recall of the exact {k} nearest, percent; single thread; search µs/item is the median of "
-            f"{args.repeats} runs over the whole batch.\n\n"
-            + md_table(["selector", "build s", "search µs/item", f"recall@{k} %"], rows))
-    report("selector", args.dataset, body, started)
+        variants[f"hnswlib, sparse random projection to {dim}-d, M=16, ef=64"] = dense(dim)
+    rows = []
+    for name, (build, search) in variants.items():
+        with H.single_thread():
+            build_s, index = H.clock(build)
+        lat = H.latency({name: lambda Q: search(index, Q)}, [], S, args.repeats, warm=[S[:5]])[name]
+        rows.append([name, build_s, lat.batch_ms * 1e3, recall(search(index, S), exact_items)])
+    body = C.text("selector", n=n, n_observed=Z.shape[0], n_features=Z.shape[1], k=k, repeats=args.repeats,
+                  table=C.table(["selector", "build s", "search µs/item", f"recall@{k} %"], rows,
+                                ["", ".2f", ".1f", ".1f"]))
+    C.report("selector", args.dataset, body, started)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

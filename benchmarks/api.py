@@ -1,0 +1,175 @@
+"""Every library call that issue 12 renames or removes, in one place: the sections call these, never the model.
+
+When the library changes, change the one line here (the comment says to what).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# the library's other names the sections use: each import is the one line to change when its module moves
+from xrmeta.coldstart import Selector  # noqa: F401
+from xrmeta.coldstart.learned import LearnedConfig  # -> `from xrmeta import LearnedConfig`
+from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: F401  (the data_home default, helper B)
+from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: F401
+                             split_for, title_tfidf)  # (issue 12 moves the CLIs into xrmeta/cli/)
+from xrmeta.train import main as train_cli  # noqa: F401  (`python -m xrmeta.train`)
+
+# `python -m xrmeta.train` flags / `XRMetaModel.train` keywords that keep the PECOS copy (`pecos_model()`),
+# which the latency comparisons need. Issue 12: the copy becomes opt-in (`train(..., keep_pecos=True)`).
+TRAIN_FLAGS: list[str] = []  # -> ["--keep-pecos"] (whatever the train CLI names it)
+TRAIN_KWARGS: dict = {}  # -> {"keep_pecos": True}
+
+
+def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", threads: int = 1):
+    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded."""
+    return model.predict_slots(X, k=k, beam_size=beam, subset=subset, threads=threads)  # -> model._search
+
+
+def pecos_search(model, X, k: int = 10, beam: int | None = None):
+    """PECOS's top-k on the same model, as slots of the catalogue (same shape as `search`)."""
+    return model.pecos_predict_slots(X, k=k, beam_size=beam, threads=1)
+
+
+def pecos(model):
+    """The PECOS XLinearModel the tree was trained as (predict-only)."""
+    return model.pecos_model()
+
+
+def add(model, titles: list[str], ids: list[str], threads: int = 1) -> None:
+    """Insert items; the return value (slots today, None after issue 12) is never used."""
+    model.add_items(titles, ids, threads=threads)
+
+
+def check_new_ids(model, ids: list[str]) -> None:
+    model.catalog._check_new_ids(ids)  # -> the public id check (helper B)
+
+
+def beams(model, X, beam: int, last_beam: int | None = None):
+    """Queries x leaf clusters of the beam search alone (upper layers)."""
+    return model.upper.beams(X, beam, threads=1, last_beam=last_beam)
+
+
+def leaf_topk(model, X, beams_csr, k: int, subset: str = "all"):
+    """Leaf scoring alone given precomputed beams. `Catalog.topk` leaves the library (helper A): point this at
+    the test helper that replaces it, or at the search kernel with the catalogue's layout."""
+    return model.catalog.topk(X, beams_csr, k, subset)
+
+
+def catalog_sizes(model) -> dict:
+    """Observed (trained) items, all slots (tombstones included), leaf clusters."""
+    c = model.catalog
+    return dict(base=c.n_base, slots=c.n_slots, clusters=c.n_clusters)
+
+
+def same_tree(a, b) -> bool:
+    """Two trainings built the same leaf clusters, every item in the same cluster."""
+    return a.catalog.n_clusters == b.catalog.n_clusters and np.array_equal(a.catalog.slot_cluster.view,
+                                                                           b.catalog.slot_cluster.view)
+
+
+def nnz(model, lo: int, hi: int) -> int:
+    """Classifier non-zeros of slots lo..hi (a query's cost per scored item is its item's non-zeros)."""
+    ptr = model.catalog.w_ptr.view
+    return int(ptr[hi] - ptr[lo])
+
+
+def nnz_per_item(model, lo: int, hi: int) -> float:
+    return float(nnz(model, lo, hi) / max(hi - lo, 1))
+
+
+def catalog_bytes(model) -> dict[str, int]:
+    """Bytes the catalogue holds: its arrays' live part and allocated capacity (growable buffers double), found by
+    walking its attributes and its own layout objects (so the count follows a new layout), and its ids (list,
+    strings, id -> slot map)."""
+    import sys
+
+    def walk(obj) -> tuple[int, int]:
+        live = allocated = 0
+        for v in vars(obj).values():
+            if hasattr(v, "buf") and hasattr(v, "view"):  # a growable buffer
+                live, allocated = live + v.view.nbytes, allocated + v.buf.nbytes
+            elif isinstance(v, np.ndarray) or (isinstance(v, tuple) and v and
+                                               all(isinstance(a, np.ndarray) for a in v)):
+                n = v.nbytes if isinstance(v, np.ndarray) else sum(a.nbytes for a in v)
+                live, allocated = live + n, allocated + n
+            elif type(v).__module__.startswith("xrmeta") and hasattr(v, "__dict__"):
+                a, b = walk(v)
+                live, allocated = live + a, allocated + b
+        return live, allocated
+
+    c = model.catalog
+    live, allocated = walk(c)
+    return {"live": live, "allocated": allocated,
+            "ids": sys.getsizeof(c.ids) + sum(map(sys.getsizeof, c.ids)) + sys.getsizeof(c.slot_of)}
+
+
+def holds(model, item_id: str) -> bool:
+    return item_id in model.catalog.slot_of  # -> `item_id in model`
+
+
+def slots_of(model, ids) -> np.ndarray:
+    return np.array([model.catalog.slot_of[i] for i in ids], dtype=np.int64)
+
+
+def item_clusters(model, slots):
+    """(n, m) leaf clusters of the given slots, -1 padded."""
+    return model.catalog.item_clusters(slots)
+
+
+def inserted_ids(model) -> list[str]:
+    return model.catalog.ids[model.catalog.n_base:]
+
+
+# ---------------------------------------------------------------- cold start (helper C moves it into `ColdStart`)
+def neighbour_index(model):
+    """The observed items' title TF-IDF rows that new items' neighbours are searched in."""
+    return model.selector.Z
+
+
+def add_items_steps(model, titles: list[str], ids: list[str], lap) -> None:
+    """`model.add_items` step by step (same calls, same order), `lap(step name)` after each step."""
+    assert all(isinstance(x, str) and x.strip() for x in titles)
+    check_new_ids(model, ids)
+    lap("checks")
+    S = model.featurizer.transform(titles, threads=1)
+    assert (np.diff(S.indptr) > 0).all()
+    lap("featurize")
+    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
+    lap("select")
+    clusters = model.assign(S, nbrs, sims)
+    lap("assign")
+    weights, biases = model.generate(S, nbrs, sims)
+    lap("generate")
+    model.catalog.add(ids, clusters, weights, biases)
+    lap("catalog add")
+
+
+def same_catalogue(a, b) -> bool:
+    x, y = a.catalog.arrays(), b.catalog.arrays()
+    return a.catalog.ids == b.catalog.ids and all(np.array_equal(x[key], y[key]) for key in x)
+
+
+def set_spread(model, clusters_per_item: int, inserted_beam_factor: int) -> None:
+    """New items go into m clusters; queries look for them in beam x f clusters (set on a loaded model)."""
+    cs = model.configs.coldstart
+    cs.clusters_per_item, cs.inserted_beam_factor = clusters_per_item, inserted_beam_factor
+
+
+def set_neighbours(model, k: int) -> None:
+    """K nearest observed items per new item (the selector rebuilt for it)."""
+    from xrmeta.model import make_selector
+
+    cs = model.configs.coldstart
+    cs.k = k
+    cs.n_candidates = max(cs.n_candidates, 2 * k + 16)  # the learned training asks for k + 16
+    model.selector = make_selector(model.selector.Z, cs)
+
+
+def set_generator(model, name: str, X=None, Y=None, config=None) -> None:
+    """A hand-made generator by name, or "learned" trained on (X, Y) with a LearnedConfig (threads=2, seeded)."""
+    if name == "learned":
+        model.fit_generator(X, Y, config or LearnedConfig(), threads=2, verbose=False)
+    else:
+        model.use_generator(name)
+
