@@ -1,6 +1,5 @@
-"""Every library call that issue 12 renames or removes, in one place: the sections call these, never the model.
-
-When the library changes, change the one line here (the comment says to what).
+"""The library calls the benchmark sections make beyond the public API (slots, catalogue internals, cold-start
+steps), in one place: the sections call these, never the model's internals, so a library change is one line here.
 """
 
 from __future__ import annotations
@@ -9,26 +8,28 @@ import numpy as np
 
 # the library's other names the sections use: each import is the one line to change when its module moves
 from xrmeta.coldstart import Selector  # noqa: F401
-from xrmeta.coldstart.learned import LearnedConfig  # -> `from xrmeta import LearnedConfig`
-from xrmeta.data import SHARED_DATA as DATA_DIR  # noqa: F401  (the data_home default, helper B)
-from xrmeta.evaluate import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: F401
-                             split_for, title_tfidf)  # (issue 12 moves the CLIs into xrmeta/cli/)
-from xrmeta.train import main as train_cli  # noqa: F401  (`python -m xrmeta.train`)
+from xrmeta import LearnedConfig
+from xrmeta.data import data_home, new_ids_problem, split_for  # noqa: F401
+from xrmeta.cli.train import main as train_cli  # noqa: F401  (`python -m xrmeta.train`)
+from xrmeta.evaluation import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: F401
+                               title_tfidf)
+
+DATA_DIR = data_home()
 
 # `python -m xrmeta.train` flags / `XRMetaModel.train` keywords that keep the PECOS copy (`pecos_model()`),
-# which the latency comparisons need. Issue 12: the copy becomes opt-in (`train(..., keep_pecos=True)`).
-TRAIN_FLAGS: list[str] = []  # -> ["--keep-pecos"] (whatever the train CLI names it)
-TRAIN_KWARGS: dict = {}  # -> {"keep_pecos": True}
+# which the latency comparisons need: the copy is opt-in.
+TRAIN_FLAGS: list[str] = ["--keep-pecos"]
+TRAIN_KWARGS: dict = {"keep_pecos": True}
 
 
 def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", threads: int = 1):
     """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded."""
-    return model.predict_slots(X, k=k, beam_size=beam, subset=subset, threads=threads)  # -> model._search
+    return model._search(X, k, beam, subset, threads)
 
 
 def pecos_search(model, X, k: int = 10, beam: int | None = None):
     """PECOS's top-k on the same model, as slots of the catalogue (same shape as `search`)."""
-    return model.pecos_predict_slots(X, k=k, beam_size=beam, threads=1)
+    return model._pecos_search(X, k, beam, 1)
 
 
 def pecos(model):
@@ -37,12 +38,13 @@ def pecos(model):
 
 
 def add(model, titles: list[str], ids: list[str], threads: int = 1) -> None:
-    """Insert items; the return value (slots today, None after issue 12) is never used."""
+    """Insert items."""
     model.add_items(titles, ids, threads=threads)
 
 
 def check_new_ids(model, ids: list[str]) -> None:
-    model.catalog._check_new_ids(ids)  # -> the public id check (helper B)
+    if problem := new_ids_problem(ids, model):
+        raise ValueError(problem)
 
 
 def beams(model, X, beam: int, last_beam: int | None = None):
@@ -51,9 +53,11 @@ def beams(model, X, beam: int, last_beam: int | None = None):
 
 
 def leaf_topk(model, X, beams_csr, k: int, subset: str = "all"):
-    """Leaf scoring alone given precomputed beams. `Catalog.topk` leaves the library (helper A): point this at
-    the test helper that replaces it, or at the search kernel with the catalogue's layout."""
-    return model.catalog.topk(X, beams_csr, k, subset)
+    """Leaf scoring alone given precomputed beams: the tests' reference driver over the production kernel
+    (`Catalog.search` is the library's one search path)."""
+    from tests.reference import leaf_topk as reference
+
+    return reference(model.catalog, X, beams_csr, k, subset)
 
 
 def catalog_sizes(model) -> dict:
@@ -105,7 +109,7 @@ def catalog_bytes(model) -> dict[str, int]:
 
 
 def holds(model, item_id: str) -> bool:
-    return item_id in model.catalog.slot_of  # -> `item_id in model`
+    return item_id in model
 
 
 def slots_of(model, ids) -> np.ndarray:
@@ -121,7 +125,7 @@ def inserted_ids(model) -> list[str]:
     return model.catalog.ids[model.catalog.n_base:]
 
 
-# ---------------------------------------------------------------- cold start (helper C moves it into `ColdStart`)
+# ---------------------------------------------------------------- cold start (`model.coldstart`)
 def neighbour_index(model):
     """The observed items' title TF-IDF rows that new items' neighbours are searched in."""
     return model.selector.Z
@@ -135,11 +139,11 @@ def add_items_steps(model, titles: list[str], ids: list[str], lap) -> None:
     S = model.featurizer.transform(titles, threads=1)
     assert (np.diff(S.indptr) > 0).all()
     lap("featurize")
-    nbrs, sims = model.selector.search(S, model.configs.coldstart.k)
+    nbrs, sims = model.coldstart.selector.search(S, model.configs.coldstart.k, 1)
     lap("select")
-    clusters = model.assign(S, nbrs, sims)
+    clusters = model.coldstart.assign(S, nbrs, sims, 1)
     lap("assign")
-    weights, biases = model.generate(S, nbrs, sims)
+    weights, biases = model.coldstart.generate(S, nbrs, sims, 1)
     lap("generate")
     model.catalog.add(ids, clusters, weights, biases)
     lap("catalog add")
@@ -158,12 +162,12 @@ def set_spread(model, clusters_per_item: int, inserted_beam_factor: int) -> None
 
 def set_neighbours(model, k: int) -> None:
     """K nearest observed items per new item (the selector rebuilt for it)."""
-    from xrmeta.model import make_selector
+    from xrmeta.coldstart import make_selector
 
     cs = model.configs.coldstart
     cs.k = k
     cs.n_candidates = max(cs.n_candidates, 2 * k + 16)  # the learned training asks for k + 16
-    model.selector = make_selector(model.selector.Z, cs)
+    model.coldstart.selector = make_selector(model.selector.Z, cs)
 
 
 def set_generator(model, name: str, X=None, Y=None, config=None) -> None:

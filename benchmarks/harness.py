@@ -27,12 +27,14 @@ def clock(fn, *args, **kwargs) -> tuple[float, object]:
 
 
 @contextlib.contextmanager
-def single_thread():
-    """numba and the BLAS / OpenMP pools at one thread, gc off: what every timed loop runs under."""
+def single_thread(numba_pool: bool = False):
+    """numba and the BLAS / OpenMP pools at one thread, gc off: what every timed loop runs under. numba_pool:
+    leave numba's thread count as it is (every core), as a user's process runs; calls then pass threads=1."""
     from threadpoolctl import threadpool_limits
 
     threads, was = numba.get_num_threads(), gc.isenabled()
-    numba.set_num_threads(1)
+    if not numba_pool:
+        numba.set_num_threads(1)
     gc.disable()
     try:
         with threadpool_limits(limits=1):
@@ -44,7 +46,8 @@ def single_thread():
 
 
 # ---------------------------------------------------------------- latency
-def time_calls(calls: dict, inputs: list, *, warm: list = (), block: int = 1, seed: int = 0) -> dict:
+def time_calls(calls: dict, inputs: list, *, warm: list = (), block: int = 1, seed: int = 0,
+               numba_pool: bool = False) -> dict:
     """{name: seconds of calls[name](x) for each x in inputs}. Each system first runs untimed on every `warm`
     input. Inputs go in blocks; per block the systems run in a fresh random order, each over the whole block;
     with block > 1 each first makes one untimed call on the block's first input (its own data in cache, as a
@@ -52,7 +55,7 @@ def time_calls(calls: dict, inputs: list, *, warm: list = (), block: int = 1, se
     names = list(calls)
     rng = np.random.default_rng(seed)
     samples = {name: np.empty(len(inputs)) for name in names}
-    with single_thread():
+    with single_thread(numba_pool):
         for f in calls.values():
             for x in warm:
                 f(x)
@@ -161,3 +164,19 @@ def insert_novel(model, data, split, **kw) -> Insertion:
     """`insert` of the split's novel items that the model does not hold yet."""
     missing = [j for j in split.novel if not api.holds(model, data.item_ids[j])]
     return insert(model, [data.item_texts[j] for j in missing], [data.item_ids[j] for j in missing], **kw)
+
+
+@contextlib.contextmanager
+def busy_neighbour(on: bool = True):
+    """Another process spinning on one core for the duration (what a shared serving box looks like)."""
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
+    try:
+        time.sleep(0.5 if on else 0)  # the spinner is up and running before the first timed call
+        yield
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()

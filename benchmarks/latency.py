@@ -82,14 +82,30 @@ def fixed_costs(pecos, model, k: int, n: int = 1000) -> str:
     calls = {
         "PECOS `predict` (whole model)": lambda _: pecos.predict(E, beam_size=10, only_topk=k, threads=1),
         "PECOS C call `clib.xlinear_predict` (whole model, no Python wrapper)": lambda _: pecos_c(E),
-        "xrmeta `predict_slots`": lambda _: api.search(model, E, k, 10),
+        "xrmeta search (`model._search`)": lambda _: api.search(model, E, k, 10),
         "· part: `upper.beams` alone (beam search kernel; still returns beam clusters)":
             lambda _: api.beams(model, E, 10),
-        "· part: `catalog.topk` given no beam (numba call overhead)": lambda _: api.leaf_topk(model, E, EB, k),
+        "· part: leaf scoring given no beam (numba call overhead)": lambda _: api.leaf_topk(model, E, EB, k),
     }
     samples = H.time_calls(calls, [None] * n, block=n)  # each system n calls in a row
     return C.table(["call on an empty query", "median µs"], [[name, np.median(v) * 1e6] for name, v in samples.items()],
                    ["", ".1f"])
+
+
+def busy_neighbour(pecos, model, rows: list, k: int, beam: int = 10) -> str:
+    """Online medians and p99 at threads=1 with numba's pool left at every core (as a user's process runs, not
+    under `single_thread`'s numba limit), idle and while another process spins one core: a threads=1 search that
+    entered a parallel region waited on the busy core (0.3 ms -> 16 ms before the threads rule)."""
+    calls = {"pecos": lambda X: pecos.predict(X, beam_size=beam, only_topk=k, threads=1),
+             "xrmeta": lambda X: api.search(model, X, k, beam, threads=1)}
+    out = []
+    for label, on in (("idle", False), ("one other process spinning on a core", True)):
+        with H.busy_neighbour(on):
+            t = H.time_calls(calls, rows, warm=rows[:2], numba_pool=True)
+        pc, x = (np.median(t[n]) * 1e3 for n in ("pecos", "xrmeta"))
+        out.append([label, pc, np.percentile(t["pecos"], 99) * 1e3, x, np.percentile(t["xrmeta"], 99) * 1e3, x / pc])
+    return C.table(["machine", "PECOS median ms", "PECOS p99 ms", "xrmeta median ms", "xrmeta p99 ms",
+                    "median ratio"], out, ["", ".4f", ".4f", ".4f", ".4f", ".2f"])
 
 
 def main(argv=None) -> int:
@@ -127,11 +143,12 @@ def main(argv=None) -> int:
         x2 = X[:2]  # warm-up input (the leaf parts look their beams up by object)
         lat[b] = H.latency(systems(pecos, models, b, args.k, [X, x2] + rows), rows, X, args.repeats, warm=[x2])
     fixed = fixed_costs(pecos, grounded, args.k)
-    C.report("latency", args.dataset, render(args, beams, checks, lat, fixed, X, rows, models, n_novel, size), started)
+    busy = busy_neighbour(pecos, full, rows, args.k)
+    C.report("latency", args.dataset, render(args, beams, checks, lat, fixed, busy, X, rows, models, n_novel, size), started)
     return 0
 
 
-def render(args, beams, checks, lat, fixed, X, rows, models, n_novel, size) -> str:
+def render(args, beams, checks, lat, fixed, busy, X, rows, models, n_novel, size) -> str:
     full = models["xrmeta+novel"]
     m, f = full.configs.coldstart.clusters_per_item, full.configs.coldstart.inserted_beam_factor
     times = []
@@ -166,7 +183,7 @@ def render(args, beams, checks, lat, fixed, X, rows, models, n_novel, size) -> s
                   f=f, nnz_pecos=api.nnz_per_item(plain, 0, n_base), nnz_titles=api.nnz_per_item(grounded, 0, n_base),
                   nnz_inserted=api.nnz_per_item(full, n_base, n_slots), k=args.k, repeats=args.repeats,
                   n_online=len(rows), check=chk, latency=t1, parts=t2, n_features=plain.featurizer.n_features,
-                  fixed=fixed)
+                  fixed=fixed, busy=busy)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# subset names of `xrmeta.evaluate.SUBSET_OF_SET`: which items a test set ranks
+# subset names of `xrmeta.evaluation.SUBSET_OF_SET`: which items a test set ranks
 SUBSETS = ("observed", "inserted", "all")
 
 

@@ -5,7 +5,7 @@ sweep, and exact search).
 Each system is built from nothing in this process (train / index time, peak memory, size on disk); xrmeta then
 inserts the split's novel items with its configured generator, MiniLM + hnswlib adds them to its graph, BM25
 re-indexes every title; PECOS, omikuji and napkinXC cannot add labels. Every system is scored by
-`xrmeta.evaluate.evaluate_sets` on the observed, zero-shot and generalized test sets (top-100), and timed from
+`xrmeta.evaluation.evaluate_sets` on the observed, zero-shot and generalized test sets (top-100), and timed from
 query text to top-100 by `harness.latency`, single thread: one query per call over sampled generalized test
 queries (systems interleaved in blocks of queries, in random order) and in batch calls over the same queries.
 """

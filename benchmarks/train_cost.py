@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def train_once(source: Path, dataset: str, seed: int, out: Path) -> tuple[float, dict]:
     """(process wall seconds, stage seconds) of one `python -m xrmeta.train` run of the code in `source`."""
     shutil.rmtree(out, ignore_errors=True)
-    env = dict(os.environ, PYTHONPATH=str(source), XRMETA_DATA_DIR=str(api.DATA_DIR))  # a worktree has no ../shared
+    env = dict(os.environ, PYTHONPATH=str(source), XRMETA_DATA=str(api.DATA_DIR),  # a worktree has no ../shared
+               XRMETA_DATA_DIR=str(api.DATA_DIR))  # the name older revisions read
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "xrmeta.train", "--dataset", dataset, "--model-dir", str(out), "--seed",
                     str(seed), "--quiet"], cwd=source, env=env, check=True, capture_output=True)
