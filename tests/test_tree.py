@@ -175,3 +175,25 @@ def test_inconsistent_chain_is_rejected():
 def test_bad_inserted_beam_factor_is_rejected(factor):
     with pytest.raises(ValueError, match="inserted_beam_factor"):
         ColdStartConfig(inserted_beam_factor=factor).validate()
+
+
+def test_tree_catalog_and_coldstart_keep_to_their_floors():
+    """tree and catalog both read `layout` and never import each other; nothing in coldstart imports the facade."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "xrmeta"
+
+    def modules(path: Path) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found |= {node.module or ""} | {f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        return {m.split(".")[-1] for m in found} | {m.split(".")[0] for m in found}
+
+    assert "catalog" not in modules(root / "tree.py") and "tree" not in modules(root / "catalog.py")
+    assert "layout" in modules(root / "tree.py") and "layout" in modules(root / "catalog.py")
+    for path in (root / "coldstart").glob("*.py"):
+        assert "model" not in modules(path), path.name
