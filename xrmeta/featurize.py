@@ -71,6 +71,7 @@ class FeaturizerConfig:
     normalization: str = "fold"  # see NORMALIZATIONS
 
     def validate(self) -> None:
+        """Raise ValueError on a setting out of range or an unknown name."""
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.min_df < 1 or self.max_feature < 0:
@@ -82,6 +83,7 @@ class FeaturizerConfig:
         return cls(**{"normalization": "none", **settings})
 
     def pecos_config(self, threads: int = -1) -> dict:
+        """PECOS's vectorizer config of the three n-gram blocks (`Vectorizer.train`); threads: -1 = all cores."""
         blocks = [
             {
                 "analyzer": analyzer,

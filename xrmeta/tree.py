@@ -51,6 +51,7 @@ class TreeConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        """Raise ValueError on a setting out of range or an unknown name."""
         if self.label_embedding not in LABEL_EMBEDDINGS:
             raise ValueError(f"label_embedding must be one of {LABEL_EMBEDDINGS}, got {self.label_embedding!r}")
         if not 0.0 <= self.mix_alpha <= 1.0:
