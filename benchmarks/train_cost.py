@@ -44,10 +44,10 @@ def measure(sides: dict, dataset: str, seed: int, repeats: int, tmp: Path) -> tu
         C.log(f"{name}: untimed run")
         train_once(source, dataset, seed, tmp / "model")
     for r in range(repeats):
-        for name, source in sides.items():
+        for side, (name, source) in enumerate(sides.items()):  # each side its own folders: sizes are this checkout's
             C.log(f"{name}: run {r + 1}")
-            runs[name].append(train_once(source, dataset, seed, tmp / f"model-{len(runs[name])}"))
-    return runs, {part.name: path_bytes(part) for part in (tmp / "model-0").iterdir()}
+            runs[name].append(train_once(source, dataset, seed, tmp / f"model-{side}-{r}"))
+    return runs, {part.name: path_bytes(part) for part in (tmp / "model-0-0").iterdir()}
 
 
 def main(argv=None) -> int:
