@@ -11,6 +11,7 @@ from pathlib import Path
 from ..catalog import MAX_K
 from ..coldstart.learned import LearnedConfig
 from ..data import DATA_HOME_ENV
+from ..threads import resolve
 
 EXIT_ERROR = 2
 
@@ -47,9 +48,11 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int, what: str) -> None
 
 
 def check_threads(threads: int) -> None:
-    """The threads rule (`xrmeta.threads`): -1 = all cores, n >= 1 = n threads."""
-    if threads != -1 and threads < 1:
-        raise ValueError(f"--threads must be >= 1 (or -1 for all cores), got {threads}")
+    """The threads rule (`xrmeta.threads.resolve`: -1 = all cores, n >= 1 = n threads), in the flag's words."""
+    try:
+        resolve(threads)
+    except ValueError:
+        raise ValueError(f"--threads must be >= 1 (or -1 for all cores), got {threads}") from None
 
 
 def check_search_args(k: int | None = None, beam_size: int | None = None) -> None:
