@@ -49,7 +49,7 @@ def id_columns(ids: np.ndarray, data: XMCData) -> np.ndarray:
 
 def insert_novel(model: XRMetaModel, data: XMCData, split: ZeroShotSplit, threads: int = -1) -> int:
     """Insert the split's novel items that the model does not hold yet; returns how many."""
-    missing = [j for j in split.novel if data.item_ids[j] not in model.catalog.slot_of]
+    missing = [j for j in split.novel if data.item_ids[j] not in model]
     if missing:
         model.add_items([data.item_texts[j] for j in missing], [data.item_ids[j] for j in missing], threads=threads)
     return len(missing)
