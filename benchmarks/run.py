@@ -5,6 +5,8 @@ is BENCHMARKS.md, of any other dataset BENCHMARKS-<dataset>.md; --quick: every s
 report and outputs in benchmarks/out/quick/ (checks that every section runs; its figures mean nothing).
 
 Run: .venv/bin/python -m benchmarks.run --dataset homedepot        (or: make bench DATASET=homedepot)
+--only SECTION ...: run just those sections and splice their outputs into the existing report (each replaces its
+section, or joins in run order; the commands table and a dated note say which sections were re-run).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +113,41 @@ def plan(datasets: list[str], scale: bool) -> list[tuple[str, str]]:
     return steps
 
 
+SECTION_HEADING = re.compile(r"^## (\w+) — (\w+)$", re.M)
+
+
+def splice(report: str, runs: list[dict], order: list[tuple[str, str]], note: str) -> str:
+    """The existing report with the re-run sections' bodies (replacing theirs, or inserted in run order), their rows
+    of the commands table and of the sections list, and a note saying what was re-run."""
+    starts = [m.start() for m in SECTION_HEADING.finditer(report)]
+    head = report[: starts[0]] if starts else report
+    blocks = {}  # (section, dataset) -> body, in report order
+    for a, b in zip(starts, starts[1:] + [len(report)]):
+        m = SECTION_HEADING.match(report, a)
+        blocks[(m.group(1), m.group(2))] = report[a:b].rstrip("\n")
+    for r in runs:
+        if r["out"] is not None:
+            blocks[(r["section"], r["dataset"])] = shift_headings(r["out"].read_text()).rstrip("\n")
+    rank = {step: i for i, step in enumerate(order)}
+    keys = sorted(blocks, key=lambda key: rank.get(key, len(rank)))
+    for r in runs:  # commands table: replace the section's row, or add one
+        status = "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
+        row = (f"| {r['section']} | {r['dataset']} | `{' '.join(['.venv/bin/python'] + r['cmd'][1:])}` | "
+               f"{r['seconds']:.0f} | {status}, re-run alone (--only) |")
+        old = re.search(rf"^\| {r['section']} \| {r['dataset']} \|.*$", head, re.M)
+        if old:
+            head = head[: old.start()] + row + head[old.end():]
+        else:
+            last = list(re.finditer(r"^\| .* \| (ok|FAILED).*\|$", head, re.M))[-1]
+            head = head[: last.end()] + "\n" + row + head[last.end():]
+        item = f"- [{r['section']} — {r['dataset']}](#{anchor(r)}): {ABOUT.get(r['section'], '')}"
+        if f"(#{anchor(r)})" not in head:
+            head = head.rstrip("\n") + "\n" + item + "\n\n"
+    marker = "\n## Machine and versions"
+    head = head.replace(marker, f"\n{note}\n{marker}", 1)
+    return head.rstrip("\n") + "\n\n" + "\n\n".join(blocks[key] for key in keys) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -122,6 +160,8 @@ def main(argv=None) -> int:
                    "point XRMETA_BENCH_OUT at an empty directory instead")
     p.add_argument("--no-scale", action="store_true", help="skip the synthetic scale check")
     p.add_argument("--quick", action="store_true", help="every section on tiny synthetic data (does it run?)")
+    p.add_argument("--only", nargs="+", metavar="SECTION", choices=SECTIONS + SYNTHETIC_ONLY,
+                   help="run only these sections and splice them into the existing report")
     p.add_argument("--out", type=Path, help="the markdown file to write (default: BENCHMARKS.md for homedepot, "
                    "BENCHMARKS-<dataset>.md otherwise; under benchmarks/out/quick/ with --quick)")
     args = p.parse_args(argv)
@@ -135,8 +175,17 @@ def main(argv=None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     if args.fresh:
         shutil.rmtree(C.OUT / "models", ignore_errors=True)
-    runs = [run_section(s, ds, args, logs) for s, ds in plan(args.dataset, not args.no_scale)]
+    order = plan(args.dataset, not args.no_scale)
+    steps = [step for step in order if not args.only or step[0] in args.only]
+    runs = [run_section(s, ds, args, logs) for s, ds in steps]
     wall = time.time() - started
+    if args.only:
+        note = C.text("run.only", command="python -m benchmarks.run " + " ".join(sys.argv[1:]), minutes=wall / 60,
+                      date=f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", load=load,
+                      sections=", ".join(f"{s} ({ds})" for s, ds in steps))
+        args.out.write_text(splice(args.out.read_text(), runs, order, note))
+        C.log(f"spliced {len(runs)} sections into {args.out}; wall time {wall:.0f} s")
+        return 0 if all(r["rc"] == 0 and r["out"] is not None for r in runs) else 1
     bodies = [shift_headings(r["out"].read_text()) for r in runs if r["out"] is not None]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header(args, runs, wall, load) + "\n" + "\n\n".join(bodies) + "\n")
