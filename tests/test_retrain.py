@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -200,8 +201,16 @@ def test_reload_after_an_offline_retrain(model_dir, small, tmp_path):
     assert retrain_cli.main(["--model-dir", str(model_dir), "--clicks",
                              str(write_clicks(tmp_path / "c.tsv", new_clicks(small))), "--quiet"]) == 0
     before = serving.catalog.n_base
-    assert serving.reload() is True and serving.catalog.n_base > before
-    assert serving.workdir == model_dir.resolve()
+    stop = retraining.watch(serving, 0.02)  # reloads from a thread
+    try:
+        for _ in range(500):
+            if serving.catalog.n_base > before:
+                break
+            time.sleep(0.02)
+    finally:
+        stop.set()
+    assert serving.catalog.n_base > before and serving.workdir == model_dir.resolve()
+    assert serving.reload() is False
 
 
 def test_broken_or_foreign_staging_keeps_the_old_model(model_dir, small, tmp_path):

@@ -17,6 +17,7 @@ log records it folded in; the serving process's `XRMetaModel.reload` installs it
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -48,14 +49,22 @@ def retrain(folder: str | Path, clicks: list[tuple[str, str]], threads: int = -1
     info = {k: v for k, v in p.info.items() if k in ("dataset", "split")}
     info["retrain"] = {"from_snapshot": p.snapshot, "new_clicks": len(clicks),
                        "cold_started": len(later[0])}
-    gen = p.info.get("generator", {}).get("config") if isinstance(p.info.get("generator"), dict) else None
     model = XRMetaModel.train(queries, Y, titles, ids, featurizer_config=p.configs.featurizer,
                               tree_config=p.configs.tree, coldstart_config=p.configs.coldstart,
-                              generator_config=LearnedConfig(**gen) if gen else None, threads=threads,
+                              generator_config=_generator_config(p.info), threads=threads,
                               verbose=verbose, keep_pecos=(p.workdir / modeldir.PECOS_DIR).exists(), info=info)
     if later[0]:
         model.add_items(*later, threads=threads)
     return model, fold(model, folder, cut)
+
+
+def _generator_config(info: dict) -> LearnedConfig | None:
+    """The learned generator's settings as the model recorded them (None: the defaults)."""
+    saved = info.get("generator", {}).get("config") if isinstance(info.get("generator"), dict) else None
+    if not isinstance(saved, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(LearnedConfig)}
+    return LearnedConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 def _training_set(ts: trainset.TrainingSet, base: XRMetaModel, clicks: list[tuple[str, str]]):
