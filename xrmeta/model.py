@@ -257,7 +257,7 @@ class XRMetaModel:
         for every stage (featurize, select, assign, generate).
 
         The whole batch is checked first: on any bad title or id nothing is inserted, in memory or on disk.
-        Thread-safe: batches are serialised with each other, with remove_items and with save, while queries in
+        Thread-safe: batches are serialised with each other, with remove_items, save and reload, while queries in
         other threads go on and see the batch all at once. With a log (`load(..., log=True)`) the batch is
         written and fsync'd to it before it becomes visible: once this returns it survives a crash.
         """
