@@ -24,6 +24,7 @@ setup(
             "xrmeta-add-items=xrmeta.cli.add_items:main",
             "xrmeta-predict=xrmeta.cli.predict:main",
             "xrmeta-evaluate=xrmeta.cli.evaluate:main",
+            "xrmeta-retrain=xrmeta.cli.retrain:main",
         ],
     },
     extras_require={

@@ -9,7 +9,9 @@ query; nothing is retrained.
 is in it only when the model was trained with `keep_pecos=True`.
 
 Thread safety: any number of threads may query (predict, predict_features) while others call add_items,
-remove_items or save; writers are serialised, and a query sees each item either whole or not at all.
+remove_items, save or reload; writers are serialised, and a query sees each item either whole or not at all.
+A query reads the model's parts (`Parts`: featurizer, upper layers, catalogue, cold start, configs) with one
+attribute read, so a `reload` swapping in a retrained model never gives it parts of two models.
 Serving (load, add_items, predict) never imports torch; training the title trust or the learned generator does.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +29,7 @@ import numpy as np
 import scipy.sparse as smat
 from pecos.xmc.xlinear.model import XLinearModel
 
-from . import modeldir, persist
+from . import modeldir, persist, trainset
 from .catalog import Catalog
 from .coldstart import ColdStart, Generator, LearnedConfig, Selector, make_generator, make_selector
 from .coldstart.generate import Calibration
@@ -53,6 +56,31 @@ class Results(NamedTuple):
     scores: np.ndarray
 
 
+class Parts(NamedTuple):
+    """Everything a query reads, and what a writer changes, as one immutable bundle: `reload` replaces it whole
+    (one assignment), so a query that read it once never mixes parts of two models. The catalogue inside is
+    mutable (add_items / remove_items change it in place, under the model's writer lock)."""
+
+    workdir: Path  # where the PECOS parts live (a model directory, or a temp dir after train)
+    featurizer: Featurizer
+    upper: UpperLayers
+    catalog: Catalog
+    coldstart: ColdStart
+    label_slot: np.ndarray  # PECOS label j of the trained model -> catalog slot
+    configs: Configs
+    title_trust: TitleTrust
+    info: dict
+    titles: dict  # id -> title of the live inserted items (what a retrain trains them on); writers keep it
+    source: Path | None  # the model directory this was loaded from (None: fresh from training)
+    snapshot: str | None  # that directory's snapshot id (`modeldir.snapshot_id`) when loaded or last saved there
+    tmp: tempfile.TemporaryDirectory | None  # keeps a fresh model's workdir alive
+
+
+def _part(name: str, doc: str) -> property:
+    """A read-only property of the model reading one field of its current `Parts`."""
+    return property(lambda self: getattr(self._parts, name), doc=doc)
+
+
 def _log(msg: str, verbose: bool) -> None:
     if verbose:
         print(msg, file=sys.stderr, flush=True)
@@ -66,23 +94,32 @@ class XRMetaModel:
     def __init__(self, workdir: Path, featurizer: Featurizer, upper: UpperLayers, catalog: Catalog,
                  selector: Selector, label_slot: np.ndarray, configs: Configs, calibration: Calibration,
                  info: dict, tmp: tempfile.TemporaryDirectory | None = None, title_trust: TitleTrust | None = None,
-                 generator: Generator | None = None):
-        self.workdir = Path(workdir)  # where the PECOS parts live (a model directory, or a temp dir after train)
-        self.featurizer = featurizer
-        self.upper = upper
-        self.catalog = catalog
-        self.label_slot = label_slot  # PECOS label j of the trained model -> catalog slot
-        self.configs = configs
-        self.title_trust = title_trust or TitleTrust.pecos(configs.tree.post_processor)
-        self.info = info
-        self._tmp = tmp
-        self._pecos = None
-        self.log: persist.ItemLog | None = None  # set by load(log=True): add/remove calls are logged there first
+                 generator: Generator | None = None, titles: dict | None = None, source: Path | None = None,
+                 snapshot: str | None = None):
+        workdir = Path(workdir)
         if generator is None:
-            generator = make_generator(configs.coldstart.generator, calibration, self.workdir, selector.Z,
+            generator = make_generator(configs.coldstart.generator, calibration, workdir, selector.Z,
                                        featurizer.feature_block)
-        self.coldstart = ColdStart(configs.coldstart, selector, catalog, upper, featurizer.feature_block,
-                                   configs.tree.threshold, calibration, generator)
+        coldstart = ColdStart(configs.coldstart, selector, catalog, upper, featurizer.feature_block,
+                              configs.tree.threshold, calibration, generator)
+        self._parts = Parts(workdir, featurizer, upper, catalog, coldstart, label_slot, configs,
+                            title_trust or TitleTrust.pecos(configs.tree.post_processor), info, dict(titles or {}),
+                            source, snapshot, tmp)
+        self._pecos = None
+        self._writes = threading.RLock()  # serialises add_items, remove_items, save and reload; queries never wait
+        self.log: persist.ItemLog | None = None  # set by load(log=True): add/remove calls are logged there first
+        self.replayed = 0  # log records replayed by load (the cut a retrain folds in)
+
+    # the parts, read-only: each property reads the current bundle (a query takes `_parts` once instead)
+    workdir = _part("workdir", "Where the PECOS parts live: the model directory, or a temp dir after train.")
+    featurizer = _part("featurizer", "The TF-IDF featurizer (`featurize.Featurizer`).")
+    upper = _part("upper", "The tree's layers above the leaves (`tree.UpperLayers`).")
+    catalog = _part("catalog", "The leaf layer: trained and inserted items (`catalog.Catalog`).")
+    coldstart = _part("coldstart", "The cold start of new items (`coldstart.ColdStart`).")
+    label_slot = _part("label_slot", "PECOS label j of the trained model -> catalog slot (int64 array).")
+    configs = _part("configs", "The featurizer, tree and cold-start configs (`modeldir.Configs`).")
+    title_trust = _part("title_trust", "How much the trained items' classifiers trust their titles.")
+    info = _part("info", "What training recorded (counts, timings, the dataset and split), saved in config.json.")
 
     @property
     def selector(self) -> Selector:
@@ -152,6 +189,7 @@ class XRMetaModel:
 
         tmp = tempfile.TemporaryDirectory(prefix="xrmeta-")
         workdir = Path(tmp.name)
+        trainset.write(workdir / trainset.DIR, query_texts, Y, item_ids, item_texts)  # what a retrain starts from
         if keep_pecos:
             xlinear.save(str(workdir / PECOS_DIR))
         UpperLayers.save_from(xlinear, workdir / "upper")
@@ -219,7 +257,7 @@ class XRMetaModel:
         for every stage (featurize, select, assign, generate).
 
         The whole batch is checked first: on any bad title or id nothing is inserted, in memory or on disk.
-        Thread-safe: batches are serialised with each other, with remove_items and with save, while queries in
+        Thread-safe: batches are serialised with each other, with remove_items, save and reload, while queries in
         other threads go on and see the batch all at once. With a log (`load(..., log=True)`) the batch is
         written and fsync'd to it before it becomes visible: once this returns it survives a crash.
         """
@@ -227,20 +265,22 @@ class XRMetaModel:
         resolve(threads)
         if len(titles) != len(ids):
             raise ModelError(f"add_items: {len(titles)} titles for {len(ids)} ids")
-        self.catalog._check_new_ids(ids)  # ids first: title errors then name readable ids
-        bad = [(problem, i) for i, t in zip(ids, titles) if (problem := title_problem(t))]
-        if bad:
-            raise ModelError(f"add_items: {bad[0][0]} for ids {[i for p, i in bad if p == bad[0][0]][:5]}")
-        if not ids:
-            return
-        S = self.featurizer.transform(titles, threads=threads)
-        empty = [ids[i] for i in np.flatnonzero(np.diff(S.indptr) == 0)]
-        if empty:
-            raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids {empty[:5]}")
-        with self.catalog.lock:  # the log must list batches in the order they change the catalogue
-            weights, biases, clusters = self.coldstart.synthesize(S, threads)
-            record = {"op": "add", "slot": self.catalog.n_slots, "ids": ids, "titles": titles}
-            self.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record))
+        with self._writes:  # one model's parts from the checks to the insert (a reload waits)
+            p = self._parts
+            p.catalog._check_new_ids(ids)  # ids first: title errors then name readable ids
+            bad = [(problem, i) for i, t in zip(ids, titles) if (problem := title_problem(t))]
+            if bad:
+                raise ModelError(f"add_items: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+            if not ids:
+                return
+            S = p.featurizer.transform(titles, threads=threads)
+            empty = [ids[i] for i in np.flatnonzero(np.diff(S.indptr) == 0)]
+            if empty:
+                raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids {empty[:5]}")
+            weights, biases, clusters = p.coldstart.synthesize(S, threads)
+            record = {"op": "add", "slot": p.catalog.n_slots, "ids": ids, "titles": titles}
+            p.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record))
+            p.titles.update(zip(ids, titles))
 
     def remove_items(self, ids: list[str]) -> None:
         """Delist items (trained or inserted) by id; they never come back in results. An unknown id: nothing
@@ -251,7 +291,11 @@ class XRMetaModel:
         """
         ids = _as_list(ids, "ids")
         if ids:
-            self.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
+            with self._writes:
+                p = self._parts
+                p.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
+                for i in ids:
+                    p.titles.pop(i, None)
 
     def __len__(self) -> int:
         """Live items: trained and inserted, not removed."""
@@ -268,35 +312,41 @@ class XRMetaModel:
         id "" and score -inf where fewer than k are found (an empty query finds none). beam_size: leaf clusters
         searched (None = the model's, else an integer >= 1); subset: "all" | "observed" | "inserted" items;
         threads: -1 = all cores, n >= 1."""
-        X = self.featurizer.transform(_as_list(queries, "queries"), threads=threads)
-        return self.predict_features(X, k, beam_size, subset, threads)
+        p = self._parts  # one read: featurizer, tree and catalogue of the same model, whatever a reload does
+        X = p.featurizer.transform(_as_list(queries, "queries"), threads=threads)
+        return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
 
     def predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                          threads: int = 1) -> Results:
         """`predict` from TF-IDF rows X (n, F) (`model.featurizer.transform(texts)`): the search alone."""
-        slots, scores = self._search(X, k, beam_size, subset, threads)
-        return self._results(slots, scores)
+        p = self._parts
+        return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
 
     def _search(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                 threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded."""
-        beam = self._beam_size(beam_size)
+        return self._search_in(self._parts, X, k, beam_size, subset, threads)
+
+    def _search_in(self, p: Parts, X, k, beam_size, subset, threads) -> tuple[np.ndarray, np.ndarray]:
+        beam = self._beam_size(beam_size, p.configs)
         resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)
-        if X.shape[1] != self.featurizer.n_features:
-            raise ModelError(f"queries have {X.shape[1]} features, the model {self.featurizer.n_features}")
-        wide = beam * self.configs.coldstart.inserted_beam_factor
-        return self.catalog.search(X, self.upper, beam, k, subset, threads, wide)
+        if X.shape[1] != p.featurizer.n_features:
+            raise ModelError(f"queries have {X.shape[1]} features, the model {p.featurizer.n_features}")
+        wide = beam * p.configs.coldstart.inserted_beam_factor
+        return p.catalog.search(X, p.upper, beam, k, subset, threads, wide)
 
-    def _beam_size(self, beam_size) -> int:
+    def _beam_size(self, beam_size, configs: Configs | None = None) -> int:
         if beam_size is None:
-            return self.configs.tree.beam_size
+            return (configs or self.configs).tree.beam_size
         if isinstance(beam_size, (bool, np.bool_)) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
             raise ModelError(f"beam_size must be None (the model's) or an integer >= 1, got {beam_size!r}")
         return int(beam_size)
 
-    def _results(self, slots: np.ndarray, scores: np.ndarray) -> Results:
-        ids = self.catalog.ids  # only appended to, under the catalogue's lock: every returned slot is in it
+    def _results(self, slots: np.ndarray, scores: np.ndarray, ids: list[str] | None = None) -> Results:
+        """Slots to ids with `ids`, the id list of the catalogue that was searched (default: the current one).
+        It is only appended to, under the catalogue's lock: every slot the search returned is in it."""
+        ids = self.catalog.ids if ids is None else ids
         found = np.array([ids[s] if s >= 0 else "" for s in slots.ravel().tolist()], dtype=str)
         return Results(found.reshape(slots.shape), np.where(slots >= 0, scores, -np.inf).astype(np.float32))
 
@@ -359,6 +409,26 @@ class XRMetaModel:
         releases the directory). log=False keeps later changes in memory until `save`.
         """
         return modeldir.read(cls, folder, log)
+
+    def reload(self) -> bool:
+        """Swap in what the model's directory now holds, in one step: queries in other threads go on without
+        waiting and each sees either the old model or the new one whole (featurizer, tree, catalogue, cold
+        start, configs); add_items / remove_items / save wait. Returns whether anything changed.
+
+        - If this process logs to the directory (`load(log=True)`) and `xrmeta-retrain` left a staging snapshot
+          beside it (`<dir>.next`, following the snapshot this model serves): load it, replay the inserts and
+          removals logged here since the retrain's cut, install it as the directory (atomic two-rename swap: a
+          crash leaves the previous or the new model, each with its log), log to the new one from then on.
+        - Otherwise, if the directory holds another snapshot than the one served (an offline retrain or save
+          replaced it): load it (and its log).
+        A broken or foreign staging or directory raises an error naming it, and the old model keeps serving.
+        Use `xrmeta.retraining.watch(model, seconds)` to call it periodically from a thread.
+
+        Loading allocates enough to set off a full garbage collection, which holds the GIL while it scans every
+        object of the process (numba, scipy and PECOS make that long: `benchmarks/swap.py` measures it); a service
+        calls `gc.freeze()` once after loading its model so that those collections skip what is already there.
+        The model itself has no reference cycle: the old one is freed by reference counting after a reload."""
+        return modeldir.reload(self)
 
 
 def _slot_order(Y: smat.spmatrix, label_slot: np.ndarray) -> smat.csr_matrix:

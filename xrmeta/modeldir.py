@@ -7,20 +7,31 @@ Every file is written by `write`, atomically (see `persist`):
   catalog.npz, catalog_ids.txt   leaf layer: trained and inserted items
   selector.npz       observed items' representations for neighbour search
   generator.npz      the learned generator's parameters (when it is the model's generator)
+  titles.json        {id: title} of the live inserted items (a retrain trains on them; the log has them until a save)
+  train/             the training queries, clicks and trained items' titles (`trainset`), for `xrmeta-retrain`
   xlinear/           only with `train(..., keep_pecos=True)`: the trained PECOS model, the peer to compare with
                      (a directory saved by an older xrmeta has it, and keeps it on every later save)
   items.log          inserts and removals since the last save, replayed on load (written under `load(log=True)`)
+
+config.json also names the snapshot (`snapshot`, a random id per save) and, in a snapshot written by a retrain
+while a process served the directory, which snapshot it follows and how many of its log records it folded in
+(`follows`); `reload` installs such a staging snapshot (`<dir>.next`) in its place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as smat
 
-from . import persist
+from . import persist, trainset
 from .catalog import Catalog
 from .coldstart import ColdStartConfig, make_selector
 from .coldstart.generate import Calibration
@@ -31,7 +42,9 @@ from .tree import TreeConfig, UpperLayers
 
 FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every file); 1 is still read, unverified
 PECOS_DIR = "xlinear"
-UNCHANGING = ("featurizer", PECOS_DIR, "upper")  # parts that never change after training
+UNCHANGING = ("featurizer", PECOS_DIR, "upper", trainset.DIR)  # parts that never change after training
+TITLES = "titles.json"
+STAGING = ".next"  # suffix of the staging sibling a retrain writes while a process serves the directory
 
 
 @dataclass
@@ -43,38 +56,51 @@ class Configs:
     coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
 
 
-def write(model, folder: str | Path) -> None:
-    """`XRMetaModel.save`: model into folder, atomically (the method's docstring says how)."""
+def write(model, folder: str | Path, follows: dict | None = None) -> None:
+    """`XRMetaModel.save`: model into folder, atomically (the method's docstring says how). follows: a retrain's
+    staging snapshot records which snapshot of the served directory it follows (`reload` checks it)."""
     folder = Path(folder).resolve()
-    with model.catalog.lock:  # one consistent state on disk
+    with model._writes:  # one consistent state on disk, of one model (a reload waits)
+        p = model._parts
         own_log = model.log is not None and model.log.folder == folder
         if not own_log:
             persist.check_no_writer(folder)  # replacing folder would cut a logging process off its log
+        snapshot = uuid.uuid4().hex
         config = {
             "format_version": FORMAT_VERSION,
-            "featurizer": asdict(model.configs.featurizer),
-            "tree": asdict(model.configs.tree),
-            "coldstart": asdict(model.configs.coldstart),
-            "calibration": asdict(model.calibration),
-            "title_trust": model.title_trust.to_dict(),
-            "info": dict(model.info, n_items=len(model.catalog),
-                         n_inserted=model.catalog.n_slots - model.catalog.n_base),
+            "snapshot": snapshot,
+            **({"follows": follows} if follows else {}),
+            "featurizer": asdict(p.configs.featurizer),
+            "tree": asdict(p.configs.tree),
+            "coldstart": asdict(p.configs.coldstart),
+            "calibration": asdict(p.coldstart.calibration),
+            "title_trust": p.title_trust.to_dict(),
+            "info": dict(p.info, n_items=len(p.catalog), n_inserted=p.catalog.n_slots - p.catalog.n_base),
         }
-        in_place = folder == model.workdir.resolve()
+        in_place = folder == p.workdir.resolve()
         with persist.write_dir(folder, config) as out:
             for part in UNCHANGING:
-                if (model.workdir / part).exists():
-                    persist.copy_tree(model.workdir / part, out / part, link=in_place)
+                if (p.workdir / part).exists():
+                    persist.copy_tree(p.workdir / part, out / part, link=in_place)
             if not (out / "featurizer").exists():  # fresh from training: only in memory
-                model.featurizer.save(out / "featurizer")
-            model.catalog.save(out)
-            Z = model.selector.Z
+                p.featurizer.save(out / "featurizer")
+            p.catalog.save(out)
+            live = {i: t for i, t in p.titles.items() if i in p.catalog.slot_of}
+            (out / TITLES).write_text(json.dumps(live, ensure_ascii=False), encoding="utf-8")
+            Z = p.coldstart.selector.Z
             np.savez(out / "selector.npz", indptr=Z.indptr, indices=Z.indices, data=Z.data,
-                     shape=np.array(Z.shape), label_slot=model.label_slot)
-            model.generator.save(out)
+                     shape=np.array(Z.shape), label_slot=p.label_slot)
+            p.coldstart.generator.save(out)
         if own_log:  # the old log went away with the old snapshot, which the new one supersedes
             model.log.close()
             model.log = persist.ItemLog.open(folder)[0]
+        if own_log or folder == (p.source and p.source.resolve()):  # the model is now that snapshot
+            model._parts = p._replace(snapshot=snapshot, source=folder)
+
+
+def snapshot_id(config: dict, folder: Path) -> str:
+    """A snapshot's id: the one its save drew, or (saved before ids existed) the hash of its config.json."""
+    return config.get("snapshot") or hashlib.sha256((Path(folder) / persist.CONFIG).read_bytes()).hexdigest()
 
 
 def read(cls, folder: str | Path, log: bool = False):
@@ -105,8 +131,15 @@ def read(cls, folder: str | Path, log: bool = False):
     with np.load(folder / "selector.npz") as z:
         Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         label_slot = z["label_slot"]
+    titles = {}
+    if (folder / TITLES).exists():  # saved before inserted items' titles were kept: a retrain will say so
+        try:
+            titles = json.loads((folder / TITLES).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"{folder / TITLES}: unreadable ({e})") from None
     model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                calibration, config["info"], title_trust=trust)
+                calibration, config["info"], title_trust=trust, titles=titles, source=folder,
+                snapshot=snapshot_id(config, folder))
     _replay_log(model, folder, log)
     if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
         if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
@@ -124,21 +157,104 @@ def _replay_log(model, folder: Path, log: bool) -> None:
     """Replay folder's log into a freshly loaded model; with log, also lock it and make it the model's log."""
     item_log, records = persist.ItemLog.open(folder.resolve()) if log else (None, persist.read_log(folder))
     try:
-        for n, rec in enumerate(records, 1):
-            try:
-                if rec.get("op") == "add":
-                    if rec.get("slot") != model.catalog.n_slots:  # a log of another snapshot
-                        raise ModelError(f"written at slot {rec.get('slot')}, the snapshot has "
-                                         f"{model.catalog.n_slots} slots")
-                    model.add_items(rec["titles"], rec["ids"])
-                elif rec.get("op") == "remove":
-                    model.remove_items(rec["ids"])
-                else:
-                    raise ModelError(f"unknown operation {rec.get('op')!r}")
-            except (KeyError, ValueError) as e:
-                raise persist.PersistError(f"{folder / persist.LOG} record {n}: cannot replay ({e})") from None
+        replay(model, records, folder / persist.LOG)
     except BaseException:
         if item_log is not None:
             item_log.close()
         raise
     model.log = item_log
+    model.replayed = len(records)
+
+
+def replay(model, records: list[dict], where: Path, exact: bool = True) -> list[dict]:
+    """Apply log records to model. exact: they were written on top of this very snapshot (an add must land at
+    the slot it was logged at). Otherwise a semantic replay onto another model (a retrain's): an add of an id the
+    model already has, or a remove of one it does not have, is skipped. Returns the records as applied to model
+    (adds at their new slots): a log of the same changes for model's snapshot."""
+    applied = []
+    for n, rec in enumerate(records, 1):
+        try:
+            op = rec.get("op")
+            if op == "add":
+                if exact and rec.get("slot") != model.catalog.n_slots:  # a log of another snapshot
+                    raise ModelError(f"written at slot {rec.get('slot')}, the snapshot has "
+                                     f"{model.catalog.n_slots} slots")
+                keep = [j for j, i in enumerate(rec["ids"]) if exact or i not in model]
+                rec = dict(rec, slot=model.catalog.n_slots, ids=[rec["ids"][j] for j in keep],
+                           titles=[rec["titles"][j] for j in keep])
+                model.add_items(rec["titles"], rec["ids"])
+            elif op == "remove":
+                rec = dict(rec, ids=[i for i in rec["ids"] if exact or i in model])
+                model.remove_items(rec["ids"])
+            else:
+                raise ModelError(f"unknown operation {op!r}")
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise persist.PersistError(f"{where} record {n}: cannot replay ({e})") from None
+        if rec["ids"]:
+            applied.append(rec)
+    return applied
+
+
+# ---------------------------------------------------------------- reload (a retrained model, without downtime)
+def staging_dir(folder: Path) -> Path:
+    """Where a retrain leaves its snapshot while a process serves folder: the sibling `<folder>.next`."""
+    folder = Path(folder).resolve()
+    return folder.with_name(folder.name + STAGING)
+
+
+def reload(model) -> bool:
+    """`XRMetaModel.reload` (its docstring says what)."""
+    with model._writes:  # writers wait; queries go on with the parts they read
+        p = model._parts
+        if p.source is None:
+            raise ModelError("reload: the model was not loaded from a model directory")
+        folder = p.source.resolve()
+        holds = model.log is not None and model.log.folder == folder
+        staging = staging_dir(folder)
+        persist.recover(staging)
+        if holds and (staging / persist.CONFIG).exists():
+            fresh, log = _install(type(model), folder, staging, p.snapshot)
+        else:
+            config = persist.read_config(folder)
+            if snapshot_id(config, folder) == p.snapshot:
+                return False
+            if holds:  # nobody else may replace a directory whose log we hold
+                raise ModelError(f"{folder}: replaced by another process while this one held its log")
+            fresh, log = read(type(model), folder), None
+        model._pecos = None
+        model._parts = fresh._parts  # the swap: one assignment
+        if holds:
+            old, model.log = model.log, log
+            old.close()
+        return True
+
+
+def _install(cls, folder: Path, staging: Path, serving: str):
+    """Load the staging snapshot, replay onto it what was logged in folder after its cut, and move it into place
+    (two renames, see `persist`). Returns (the model, its new log). Until the second rename nothing of folder
+    changes, so an error or a crash before it leaves the served model as it was."""
+    config = persist.read_config(staging)
+    follows = config.get("follows")
+    if not isinstance(follows, dict) or follows.get("snapshot") != serving:
+        raise ModelError(f"{staging}: does not follow the snapshot this model serves ({serving}); it follows "
+                         f"{follows.get('snapshot') if isinstance(follows, dict) else 'no snapshot'}: retrain again")
+    with contextlib.suppress(FileNotFoundError):  # written by an install that crashed before its swap
+        os.unlink(staging / persist.LOG)
+    fresh = read(cls, staging)
+    records = persist.read_log(folder)
+    cut = follows.get("log_records")
+    if not isinstance(cut, int) or not 0 <= cut <= len(records):
+        raise ModelError(f"{staging}: folded {cut!r} log records, {folder / persist.LOG} has {len(records)}")
+    applied = replay(fresh, records[cut:], folder / persist.LOG, exact=False)
+    log = persist.ItemLog.open(staging)[0]  # the new snapshot's log, in it before it moves into place
+    try:
+        for rec in applied:
+            log.append(rec)
+        log.close()
+        persist.swap(staging, folder)  # the commit point
+        log = persist.ItemLog.open(folder)[0]
+    except BaseException:
+        log.close()
+        raise
+    fresh._parts = fresh._parts._replace(workdir=folder, source=folder)
+    return fresh, log

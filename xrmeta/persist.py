@@ -139,14 +139,15 @@ def write_dir(folder: Path, config: dict) -> Iterator[Path]:
         config = dict(config, files=manifest(tmp))
         (tmp / CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
         fsync_tree(tmp)
-        _swap(tmp, folder)
+        swap(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         recover(folder)  # in case the failure came between the two renames
         raise
 
 
-def _swap(new: Path, folder: Path) -> None:
+def swap(new: Path, folder: Path) -> None:
+    """Put the complete, fsync'd snapshot directory new in folder's place (two renames, see the module doc)."""
     old = _old(folder)
     if old.exists():  # a crash after an earlier swap left it; folder exists (recover ran), so it is stale
         shutil.rmtree(old)

@@ -5,6 +5,7 @@
 - `xrmeta-add-items` (`add_items`): insert new items (id and title) into a saved model;
 - `xrmeta-predict` (`predict`): top-k items for query texts;
 - `xrmeta-evaluate` (`evaluate`): a model's quality on its split (the evaluation itself: `xrmeta.evaluation`).
+- `xrmeta-retrain` (`retrain`): retrain a saved model on its clicks plus new ones; a serving process reloads it.
 
 `python -m xrmeta.train` and the like run the same commands.
 """
