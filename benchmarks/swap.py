@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         if r:  # the same retrained model again, following the snapshot now served
             modeldir.write(model, modeldir.staging_dir(folder),
-                           follows={"snapshot": serving._parts.snapshot, "log_records": 0})
+                           follows={"snapshot": serving._state.snapshot, "log_records": 0})
         out = serve_and_swap(serving, queries, args.before, args.after)
         C.log(f"repeat {r}: {out}")
         if out["errors"]:

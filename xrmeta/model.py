@@ -10,7 +10,7 @@ is in it only when the model was trained with `keep_pecos=True`.
 
 Thread safety: any number of threads may query (predict, predict_features) while others call add_items,
 remove_items, save or reload; writers are serialised, and a query sees each item either whole or not at all.
-A query reads the model's parts (`Parts`: featurizer, upper layers, catalogue, cold start, configs) with one
+A query reads the model's parts (`ModelState`: featurizer, upper layers, catalogue, cold start, configs) with one
 attribute read, so a `reload` swapping in a retrained model never gives it parts of two models.
 Serving (load, add_items, predict) never imports torch; training the title trust or the learned generator does.
 """
@@ -56,7 +56,7 @@ class Results(NamedTuple):
     scores: np.ndarray
 
 
-class Parts(NamedTuple):
+class ModelState(NamedTuple):
     """Everything a query reads, and what a writer changes, as one immutable bundle: `reload` replaces it whole
     (one assignment), so a query that read it once never mixes parts of two models. The catalogue inside is
     mutable (add_items / remove_items change it in place, under the model's writer lock)."""
@@ -76,9 +76,9 @@ class Parts(NamedTuple):
     tmp: tempfile.TemporaryDirectory | None  # keeps a fresh model's workdir alive
 
 
-def _part(name: str, doc: str) -> property:
-    """A read-only property of the model reading one field of its current `Parts`."""
-    return property(lambda self: getattr(self._parts, name), doc=doc)
+def _field(name: str, doc: str) -> property:
+    """A read-only property of the model reading one field of its current `ModelState`."""
+    return property(lambda self: getattr(self._state, name), doc=doc)
 
 
 def _log(msg: str, verbose: bool) -> None:
@@ -102,7 +102,7 @@ class XRMetaModel:
                                        featurizer.feature_block)
         coldstart = ColdStart(configs.coldstart, selector, catalog, upper, featurizer.feature_block,
                               configs.tree.threshold, calibration, generator)
-        self._parts = Parts(workdir, featurizer, upper, catalog, coldstart, label_slot, configs,
+        self._state = ModelState(workdir, featurizer, upper, catalog, coldstart, label_slot, configs,
                             title_trust or TitleTrust.pecos(configs.tree.post_processor), info, dict(titles or {}),
                             source, snapshot, tmp)
         self._pecos = None
@@ -111,15 +111,15 @@ class XRMetaModel:
         self.replayed = 0  # log records replayed by load (the cut a retrain folds in)
 
     # the parts, read-only: each property reads the current bundle (a query takes `_parts` once instead)
-    workdir = _part("workdir", "Where the PECOS parts live: the model directory, or a temp dir after train.")
-    featurizer = _part("featurizer", "The TF-IDF featurizer (`featurize.Featurizer`).")
-    upper = _part("upper", "The tree's layers above the leaves (`tree.UpperLayers`).")
-    catalog = _part("catalog", "The leaf layer: trained and inserted items (`catalog.Catalog`).")
-    coldstart = _part("coldstart", "The cold start of new items (`coldstart.ColdStart`).")
-    label_slot = _part("label_slot", "PECOS label j of the trained model -> catalog slot (int64 array).")
-    configs = _part("configs", "The featurizer, tree and cold-start configs (`modeldir.Configs`).")
-    title_trust = _part("title_trust", "How much the trained items' classifiers trust their titles.")
-    info = _part("info", "What training recorded (counts, timings, the dataset and split), saved in config.json.")
+    workdir = _field("workdir", "Where the PECOS parts live: the model directory, or a temp dir after train.")
+    featurizer = _field("featurizer", "The TF-IDF featurizer (`featurize.Featurizer`).")
+    upper = _field("upper", "The tree's layers above the leaves (`tree.UpperLayers`).")
+    catalog = _field("catalog", "The leaf layer: trained and inserted items (`catalog.Catalog`).")
+    coldstart = _field("coldstart", "The cold start of new items (`coldstart.ColdStart`).")
+    label_slot = _field("label_slot", "PECOS label j of the trained model -> catalog slot (int64 array).")
+    configs = _field("configs", "The featurizer, tree and cold-start configs (`modeldir.Configs`).")
+    title_trust = _field("title_trust", "How much the trained items' classifiers trust their titles.")
+    info = _field("info", "What training recorded (counts, timings, the dataset and split), saved in config.json.")
 
     @property
     def selector(self) -> Selector:
@@ -266,7 +266,7 @@ class XRMetaModel:
         if len(titles) != len(ids):
             raise ModelError(f"add_items: {len(titles)} titles for {len(ids)} ids")
         with self._writes:  # one model's parts from the checks to the insert (a reload waits)
-            p = self._parts
+            p = self._state
             p.catalog._check_new_ids(ids)  # ids first: title errors then name readable ids
             bad = [(problem, i) for i, t in zip(ids, titles) if (problem := title_problem(t))]
             if bad:
@@ -292,7 +292,7 @@ class XRMetaModel:
         ids = _as_list(ids, "ids")
         if ids:
             with self._writes:
-                p = self._parts
+                p = self._state
                 p.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
                 for i in ids:
                     p.titles.pop(i, None)
@@ -312,22 +312,22 @@ class XRMetaModel:
         id "" and score -inf where fewer than k are found (an empty query finds none). beam_size: leaf clusters
         searched (None = the model's, else an integer >= 1); subset: "all" | "observed" | "inserted" items;
         threads: -1 = all cores, n >= 1."""
-        p = self._parts  # one read: featurizer, tree and catalogue of the same model, whatever a reload does
+        p = self._state  # one read: featurizer, tree and catalogue of the same model, whatever a reload does
         X = p.featurizer.transform(_as_list(queries, "queries"), threads=threads)
         return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
 
     def predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                          threads: int = 1) -> Results:
         """`predict` from TF-IDF rows X (n, F) (`model.featurizer.transform(texts)`): the search alone."""
-        p = self._parts
+        p = self._state
         return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
 
     def _search(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                 threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded."""
-        return self._search_in(self._parts, X, k, beam_size, subset, threads)
+        return self._search_in(self._state, X, k, beam_size, subset, threads)
 
-    def _search_in(self, p: Parts, X, k, beam_size, subset, threads) -> tuple[np.ndarray, np.ndarray]:
+    def _search_in(self, p: ModelState, X, k, beam_size, subset, threads) -> tuple[np.ndarray, np.ndarray]:
         beam = self._beam_size(beam_size, p.configs)
         resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)

@@ -61,7 +61,7 @@ def write(model, folder: str | Path, follows: dict | None = None) -> None:
     staging snapshot records which snapshot of the served directory it follows (`reload` checks it)."""
     folder = Path(folder).resolve()
     with model._writes:  # one consistent state on disk, of one model (a reload waits)
-        p = model._parts
+        p = model._state
         own_log = model.log is not None and model.log.folder == folder
         if not own_log:
             persist.check_no_writer(folder)  # replacing folder would cut a logging process off its log
@@ -95,7 +95,7 @@ def write(model, folder: str | Path, follows: dict | None = None) -> None:
             model.log.close()
             model.log = persist.ItemLog.open(folder)[0]
         if own_log or folder == (p.source and p.source.resolve()):  # the model is now that snapshot
-            model._parts = p._replace(snapshot=snapshot, source=folder)
+            model._state = p._replace(snapshot=snapshot, source=folder)
 
 
 def snapshot_id(config: dict, folder: Path) -> str:
@@ -205,7 +205,7 @@ def staging_dir(folder: Path) -> Path:
 def reload(model) -> bool:
     """`XRMetaModel.reload` (its docstring says what)."""
     with model._writes:  # writers wait; queries go on with the parts they read
-        p = model._parts
+        p = model._state
         if p.source is None:
             raise ModelError("reload: the model was not loaded from a model directory")
         folder = p.source.resolve()
@@ -222,7 +222,7 @@ def reload(model) -> bool:
                 raise ModelError(f"{folder}: replaced by another process while this one held its log")
             fresh, log = read(type(model), folder), None
         model._pecos = None
-        model._parts = fresh._parts  # the swap: one assignment
+        model._state = fresh._state  # the swap: one assignment
         if holds:
             old, model.log = model.log, log
             old.close()
@@ -256,5 +256,5 @@ def _install(cls, folder: Path, staging: Path, serving: str):
     except BaseException:
         log.close()
         raise
-    fresh._parts = fresh._parts._replace(workdir=folder, source=folder)
+    fresh._state = fresh._state._replace(workdir=folder, source=folder)
     return fresh, log

@@ -38,7 +38,7 @@ def retrain(folder: str | Path, clicks: list[tuple[str, str]], threads: int = -1
     does not keep one (`trainset.read` says so), e.g. rebuilt from the model's dataset."""
     folder = Path(folder).resolve()
     base = XRMetaModel.load(folder)
-    p = base._parts
+    p = base._state
     cut = {"snapshot": p.snapshot, "log_records": base.replayed}
     unknown = sorted({i for _, i in clicks if i not in base})
     if unknown:
@@ -69,7 +69,7 @@ def _generator_config(info: dict) -> LearnedConfig | None:
 
 def _training_set(ts: trainset.TrainingSet, base: XRMetaModel, clicks: list[tuple[str, str]]):
     """(query texts, Y, item ids, item titles, (titles, ids) to insert by cold start) of the retrain."""
-    catalog, titles = base.catalog, base._parts.titles
+    catalog, titles = base.catalog, base._state.titles
     clicked = {i for _, i in clicks}
     trained = set(ts.item_ids)
     inserted = [i for i in catalog.ids[catalog.n_base:] if i in catalog.slot_of]  # live, in slot order
