@@ -23,8 +23,9 @@ TRAIN_KWARGS: dict = {"keep_pecos": True}
 
 
 def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", threads: int = 1):
-    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded."""
-    return model._search(X, k, beam, subset, threads)
+    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded. The
+    slots are the catalogue's as it is: sections map them with `slot_columns` and never compact in between."""
+    return model._search(X, k, beam, subset, threads)[:2]
 
 
 def pecos_search(model, X, k: int = 10, beam: int | None = None):

@@ -9,7 +9,7 @@ query; nothing is retrained.
 is in it only when the model was trained with `keep_pecos=True`.
 
 Thread safety: any number of threads may query (predict, predict_features) while others call add_items,
-remove_items or save; writers are serialised, and a query sees each item either whole or not at all.
+remove_items, compact or save; writers are serialised, and a query sees each item either whole or not at all.
 Serving (load, add_items, predict) never imports torch; training the title trust or the learned generator does.
 """
 
@@ -247,11 +247,36 @@ class XRMetaModel:
         removed (CatalogError).
 
         Thread-safe like add_items: each item vanishes from queries atomically (a query that starts after this
-        returns never sees it); with a log, the removal is fsync'd to it first.
+        returns never sees it); with a log, the removal is fsync'd to it first. Once the removed items still
+        holding storage pass `ColdStartConfig.compact_at` of the slots, this compacts (`compact`) before it
+        returns.
         """
         ids = _as_list(ids, "ids")
         if ids:
-            self.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
+            with self.catalog.lock:  # no other writer between the removal and its compaction
+                self.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
+                at = self.configs.coldstart.compact_at
+                if at and self.catalog.tombstones > at * self.catalog.n_slots:
+                    self.compact()
+
+    def compact(self) -> None:
+        """Reclaim the memory of removed items: their weights, chunk postings and neighbour-search rows. Ids
+        and results are unchanged (same ids, same scores, same order); inserted items get new slots (n_base..,
+        in their order), trained items keep theirs, and a removed trained item is never a new item's neighbour
+        again. Costs about a copy of the live catalogue; a no-op when nothing was removed since the last one.
+
+        Thread-safe: writers wait, queries go on (each reads the catalogue as it was when it started) and the
+        old buffers are freed when the last of them finishes. With a log, the compaction is logged before it is
+        published, and replaying the log compacts at the same point (remove_items' own compactions too).
+        """
+        cat = self.catalog
+        with cat.lock:
+            if not cat.tombstones:
+                return
+            selector = self.selector.without(np.flatnonzero(~cat.slot_alive.view[: cat.n_base]))
+            record = {"op": "compact", "slot": cat.n_slots}
+            cat.compact(modeldir.journal(self.log, record))
+            self.coldstart.use_selector(selector)
 
     def __len__(self) -> int:
         """Live items: trained and inserted, not removed."""
@@ -274,12 +299,12 @@ class XRMetaModel:
     def predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                          threads: int = 1) -> Results:
         """`predict` from TF-IDF rows X (n, F) (`model.featurizer.transform(texts)`): the search alone."""
-        slots, scores = self._search(X, k, beam_size, subset, threads)
-        return self._results(slots, scores)
+        return self._results(*self._search(X, k, beam_size, subset, threads))
 
     def _search(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
-                threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded."""
+                threads: int = 1) -> tuple[np.ndarray, np.ndarray, list]:
+        """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded;
+        and the slot -> id list of the catalogue state searched (a compaction renumbers inserted slots)."""
         beam = self._beam_size(beam_size)
         resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)
@@ -295,8 +320,9 @@ class XRMetaModel:
             raise ModelError(f"beam_size must be None (the model's) or an integer >= 1, got {beam_size!r}")
         return int(beam_size)
 
-    def _results(self, slots: np.ndarray, scores: np.ndarray) -> Results:
-        ids = self.catalog.ids  # only appended to, under the catalogue's lock: every returned slot is in it
+    @staticmethod
+    def _results(slots: np.ndarray, scores: np.ndarray, ids: list) -> Results:
+        """Results of slots found in the catalogue state whose slot -> id list is ids."""
         found = np.array([ids[s] if s >= 0 else "" for s in slots.ravel().tolist()], dtype=str)
         return Results(found.reshape(slots.shape), np.where(slots >= 0, scores, -np.inf).astype(np.float32))
 
@@ -311,10 +337,11 @@ class XRMetaModel:
     def pecos_predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None,
                                threads: int = 1) -> Results:
         """PECOS's own predict on TF-IDF rows X (n, F), as `Results` (same padding as `predict_features`)."""
-        return self._results(*self._pecos_search(X, k, beam_size, threads))
+        # trained items' slots never change: any state's id list maps them
+        return self._results(*self._pecos_search(X, k, beam_size, threads), self.catalog.ids)
 
     def _pecos_search(self, X, k=10, beam_size=None, threads=1):
-        """PECOS's own predict, mapped to catalog slots (same shape as `_search`'s output)."""
+        """PECOS's own predict, mapped to catalog slots: (slots, scores) as `_search` gives them."""
         P = self.pecos_model().predict(smat.csr_matrix(X, dtype=np.float32), beam_size=self._beam_size(beam_size),
                                        only_topk=k, threads=threads)
         return _csr_topk(P, k, self.label_slot)

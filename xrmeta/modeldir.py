@@ -9,7 +9,10 @@ Every file is written by `write`, atomically (see `persist`):
   generator.npz      the learned generator's parameters (when it is the model's generator)
   xlinear/           only with `train(..., keep_pecos=True)`: the trained PECOS model, the peer to compare with
                      (a directory saved by an older xrmeta has it, and keeps it on every later save)
-  items.log          inserts and removals since the last save, replayed on load (written under `load(log=True)`)
+  items.log          inserts, removals and compactions since the last save, replayed on load (written under
+                     `load(log=True)`). Every compaction is logged, remove_items' automatic ones too, and replay
+                     compacts exactly where the log says (never on its own): the slots it gives do not depend on
+                     the compaction setting of the process that wrote the log
 """
 
 from __future__ import annotations
@@ -132,7 +135,12 @@ def _replay_log(model, folder: Path, log: bool) -> None:
                                          f"{model.catalog.n_slots} slots")
                     model.add_items(rec["titles"], rec["ids"])
                 elif rec.get("op") == "remove":
-                    model.remove_items(rec["ids"])
+                    model.catalog.remove(rec["ids"])  # not remove_items: its compaction, if any, is logged next
+                elif rec.get("op") == "compact":
+                    if rec.get("slot") != model.catalog.n_slots:
+                        raise ModelError(f"compaction at slot {rec.get('slot')}, the replay has "
+                                         f"{model.catalog.n_slots} slots")
+                    model.compact()
                 else:
                     raise ModelError(f"unknown operation {rec.get('op')!r}")
             except (KeyError, ValueError) as e:
