@@ -123,7 +123,9 @@ def item_clusters(model, slots):
 
 
 def inserted_ids(model) -> list[str]:
-    return model.catalog.ids[model.catalog.n_base:]
+    """The live inserted items' ids."""
+    c = model.catalog
+    return [i for i in c.ids[c.n_base:] if i in c.slot_of]
 
 
 # ---------------------------------------------------------------- cold start (`model.coldstart`)

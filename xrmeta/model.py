@@ -378,11 +378,11 @@ class XRMetaModel:
     @classmethod
     def load(cls, folder: str | Path, log: bool = False) -> XRMetaModel:
         """Read a model directory: check every file against config.json's manifest (a missing, truncated or
-        corrupted file raises an error naming it), load the snapshot, then replay the directory's log (inserts
-        and removals made since that save).
+        corrupted file raises an error naming it), load the snapshot, then replay the directory's log (inserts,
+        removals and compactions made since that save).
 
-        log=True makes this process the directory's one writer: every later add_items / remove_items is
-        appended to the log and fsync'd before it returns, so a crash loses none of them (`model.log.close()`
+        log=True makes this process the directory's one writer: every later add_items / remove_items / compact
+        is appended to the log and fsync'd before it returns, so a crash loses none of them (`model.log.close()`
         releases the directory). log=False keeps later changes in memory until `save`.
         """
         return modeldir.read(cls, folder, log)
