@@ -4,10 +4,12 @@ before or after it; queries in other threads go on meanwhile."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import threading
 import traceback
+import weakref
 
 import numpy as np
 import pytest
@@ -70,6 +72,13 @@ def with_removals(trained, novel, seed: int = 0, **coldstart):
 
 
 @pytest.fixture
+def model_dir(saved_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(saved_dir, folder)
+    return folder
+
+
+@pytest.fixture
 def queries(test_queries, novel):
     return test_queries[:150] + novel[0][:50] + TITLES
 
@@ -95,6 +104,23 @@ def test_compaction_keeps_every_result_and_reclaims_storage(trained, novel, quer
     assert len(cat.entry_slot.view) == sum(len(np.flatnonzero(c >= 0)) for c in cat.item_clusters(
         np.arange(n_base, cat.n_slots)))  # only the live items' entries
     assert storage_bytes(model) < 0.85 * size
+
+
+def test_old_buffers_live_while_a_query_holds_them_then_are_freed(model_dir, novel):
+    """A query keeps the state it started with (its buffers stay valid); nothing else keeps the old buffers."""
+    model = XRMetaModel.load(model_dir)  # its own arrays (a clone shares the session model's observed chunks)
+    model.add_items(*novel, threads=1)
+    cat = model.catalog
+    model.remove_items(novel[1][::2] + cat.ids[:100])
+    held = cat._state  # what a running query holds
+    old = [weakref.ref(a) for a in (cat.w_val.buf, cat.slot_alive.buf, cat._chunks.val.buf, cat.observed.val,
+                                    model.selector.inv_item, model.selector.Z.data)]
+    model.compact()
+    gc.collect()
+    assert all(r() is not None for r in old[:4])  # the catalogue's, through the held state
+    del held
+    gc.collect()
+    assert [r() for r in old] == [None] * len(old)
 
 
 def test_removed_trained_item_is_never_a_neighbour_after_compaction(trained):
@@ -132,13 +158,6 @@ def test_remove_items_compacts_past_the_threshold(trained, novel):
     model.remove_items([novel[1][100]])  # one more: past it
     assert model.catalog.tombstones == 0 and model.catalog.n_slots == n - 101
     assert len(model) == n - first - 1 and novel[1][101] in model
-
-
-@pytest.fixture
-def model_dir(saved_dir, tmp_path):
-    folder = tmp_path / "model"
-    shutil.copytree(saved_dir, folder)
-    return folder
 
 
 def test_the_log_replays_compactions(model_dir, novel, queries):
