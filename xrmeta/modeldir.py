@@ -93,7 +93,8 @@ def read(cls, folder: str | Path, log: bool = False):
         persist.verify(folder, config.get("files"))
     try:
         # a setting missing from a model saved before it existed reads as what that model did: no titles in
-        # training or in the served classifiers, new items in one cluster
+        # training or in the served classifiers, new items in one cluster (compact_at, which changes no result,
+        # takes its default: that model's log holds no compaction, and replay compacts only where the log says)
         configs = Configs(FeaturizerConfig.from_saved(config["featurizer"]),
                           TreeConfig(**{"title_weight": 0.0, "observed_titles": False, **config["tree"]}),
                           ColdStartConfig(**{"clusters_per_item": 1, **config["coldstart"]}))
