@@ -23,8 +23,9 @@ TRAIN_KWARGS: dict = {"keep_pecos": True}
 
 
 def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", threads: int = 1):
-    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded."""
-    return model._search(X, k, beam, subset, threads)
+    """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded. The
+    slots are the catalogue's as it is: sections map them with `slot_columns` and never compact in between."""
+    return model._search(X, k, beam, subset, threads)[:2]
 
 
 def pecos_search(model, X, k: int = 10, beam: int | None = None):
@@ -122,7 +123,9 @@ def item_clusters(model, slots):
 
 
 def inserted_ids(model) -> list[str]:
-    return model.catalog.ids[model.catalog.n_base:]
+    """The live inserted items' ids."""
+    c = model.catalog
+    return [i for i in c.ids[c.n_base:] if i in c.slot_of]
 
 
 # ---------------------------------------------------------------- cold start (`model.coldstart`)

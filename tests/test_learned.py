@@ -194,7 +194,7 @@ def test_inserted_items_are_found_by_their_own_title(learned, novel):
     model = clone(learned)
     model.add_items(titles, ids)
     slots = np.array([model.catalog.slot_of[i] for i in ids])
-    top, _ = model._search(model.featurizer.transform(titles, threads=1), k=10, subset="inserted")
+    top, _, _ = model._search(model.featurizer.transform(titles, threads=1), k=10, subset="inserted")
     found = (top == slots[:, None]).any(axis=1).mean()
     assert found > 0.5, f"only {found:.0%} of the new items are in the top 10 of their own title"
 

@@ -10,7 +10,10 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
   per cluster, rebuilt now and then, and a short item-major tail), so inserting costs O(nnz of the item)
   amortised whatever the catalogue size.
 
-Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
+Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous. The removed items'
+storage (weights, chunk postings, entries) stays until `compact` reclaims it: observed items keep their slots (an
+empty row and no postings when removed), inserted items are renumbered n_base.. in their order, so a slot names
+an item only within one published state: a query maps its slots with that state's id list (`search` returns it).
 
 Thread safety: any number of threads may call `search` while others call `add` and `remove`. Writers are serialised
 by `lock`. A query reads one published `_State` (taken with a single attribute read, so no lock on the query
@@ -18,9 +21,11 @@ path): `add` writes a batch past the published slots (into the same buffers, or 
 keeps the old buffers alive through its own references), then publishes a new state whose copied cluster heads
 link the batch in. So a query sees a batch entirely or not at all, never a half-written item. `remove` clears one
 alive byte per item in the published buffer: each item is present or absent, and a query that starts after
-`remove` returns never sees it. Concurrent queries with threads > 1 launch numba's parallel kernels from several
-threads at once, which needs a thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts);
-threads=1 runs the serial build of the kernel (`xrmeta.threads`).
+`remove` returns never sees it. `compact` builds new buffers beside the published ones and publishes them as one
+new state: queries holding the previous state go on reading it, and its memory returns when they finish.
+Concurrent queries with threads > 1 launch numba's parallel kernels from several threads at once, which needs a
+thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts); threads=1 runs the serial
+build of the kernel (`xrmeta.threads`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class _State(NamedTuple):
     inserted: InsertedLayout
     widest: int  # most slots in any inserted chunk
     memberships: int  # most clusters any inserted item is in (the search keeps k * memberships candidates)
+    ids: list  # slot -> id of this state (appended to by add; compaction makes a new list)
 
 
 class Catalog:
@@ -100,9 +106,11 @@ class Catalog:
                            self._weights())
         self._chunks.entry_next.extend(np.full(self.entry_slot.n, -1, dtype=np.int32))
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
-        self.lock = threading.RLock()  # serialises writers (add, remove, and the model's save); queries never wait
+        self.lock = threading.RLock()  # serialises writers (add, remove, compact, the model's save); queries never wait
         self.ids = list(ids)
         self.slot_of = {item_id: s for s, item_id in enumerate(self.ids) if self.slot_alive.buf[s]}
+        # dead slots whose storage `compact` would reclaim (the model compacts past a share of the slots)
+        self.tombstones = int(_holds_storage(self.slot_alive.view, self.w_ptr.view, self.n_base).sum())
         self._publish()
 
     def _weights(self) -> tuple:
@@ -113,7 +121,7 @@ class Catalog:
         leaf = LeafLayout(*self.observed, self.base_slot_ptr, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf,
                           self.slot_bias.buf, self.slot_alive.buf, self.post, self.path_exponent)
         self._state = _State(self.slot_alive.n, leaf, self._chunks.layout(self.entry_slot.buf), self._chunks.widest,
-                             self._memberships)
+                             self._memberships, self.ids)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -267,8 +275,29 @@ class Catalog:
                 raise CatalogError("remove: duplicate ids in the request")
             if before_change is not None:
                 before_change()
-            slots = [self.slot_of.pop(i) for i in ids]
+            slots = np.array([self.slot_of.pop(i) for i in ids], dtype=np.int64)
             self._state.leaf.slot_alive[slots] = False
+            self.tombstones += int(_holds_storage(np.zeros(len(slots), bool), self.w_ptr.view, self.n_base,
+                                                  slots).sum())
+
+    def compact(self, before_change: Callable[[], None] | None = None) -> bool:
+        """Reclaim the storage of removed items (`compacted`) and publish it as one new state; returns whether
+        anything was reclaimed (nothing removed since the last compaction: a no-op). Scores and ranks are
+        unchanged: only inserted slots are renumbered, in their order, and ties go to the smaller slot.
+        before_change runs once the new storage is built, before it is published (as in add); if it or the
+        build fails, nothing changes. Writers wait meanwhile, queries do not."""
+        with self.lock:
+            if not self.tombstones:
+                return False
+            arrays, ids = compacted(self._arrays(), self.ids, self.n_base)
+            # the constructor's build is the one rule for derived state (chunks, id map): take it whole
+            fresh = type(self)(arrays, ids, self.n_features, self.post_processor, self.path_exponent)
+            del arrays
+            if before_change is not None:
+                before_change()
+            # writers hold the lock; queries read only _state, which fresh's attributes end with
+            vars(self).update({k: v for k, v in vars(fresh).items() if k not in ("lock", "_local")})
+            return True
 
     def _check_new_ids(self, ids: list[str]) -> None:
         if problem := new_ids_problem(ids, self.slot_of):
@@ -277,11 +306,13 @@ class Catalog:
     # ------------------------------------------------------------ search
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1,
                inserted_beam: int | None = None):
-        """Top-k (slots, scores) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
+        """Top-k (slots, scores, ids) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
         top-`beam_size` leaf clusters, then the items under them; all in one kernel call. subset: "all",
         "observed" (trained items) or "inserted". threads: -1 all cores, n >= 1 that many (`xrmeta.threads`).
         inserted_beam (>= beam_size, default beam_size): inserted items are scored in the top inserted_beam leaf
-        clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does."""
+        clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does. ids: the
+        slot -> id list of the state searched (slot -1: none found); map the slots with it, not with `self.ids`,
+        which a compaction may have replaced since."""
         self._check_search(subset, k)
         inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
         n = resolve(threads)
@@ -292,9 +323,10 @@ class Catalog:
         st = self._state  # one read: a consistent view even if a writer publishes while we score
         beam = min(int(beam_size), self.n_clusters)
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
-        return run(search_topk, n, rows(X), upper.layout, st.leaf, st.inserted, beam, wide, SUBSETS[subset],
-                   int(k), int(k) * st.memberships, max(self.max_cluster_size, upper.max_group_size, st.widest), n,
-                   self._scratch(n))
+        slots, scores = run(search_topk, n, rows(X), upper.layout, st.leaf, st.inserted, beam, wide,
+                            SUBSETS[subset], int(k), int(k) * st.memberships,
+                            max(self.max_cluster_size, upper.max_group_size, st.widest), n, self._scratch(n))
+        return slots, scores, st.ids
 
     @staticmethod
     def _check_search(subset: str, k: int) -> None:
@@ -367,6 +399,55 @@ class Catalog:
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor, path_exponent)
+
+
+def compacted(a: dict, ids: list[str], n_base: int) -> tuple[dict, list[str]]:
+    """A catalogue's arrays (`Catalog.arrays`) and ids without the storage of its removed items: a removed
+    observed item keeps its slot (its id, bias and cluster: slots 0..n_base-1 are the trained labels) with an
+    empty weight row and no chunk postings; removed inserted items are dropped and the others renumbered
+    n_base.. in their order. Per-entry arrays ("entry_*") keep the live items' entries. Returns new arrays."""
+    alive = a["slot_alive"]
+    keep = alive.copy()
+    keep[:n_base] = True
+    new_slot = np.cumsum(keep) - 1  # old slot -> new slot, where kept
+    row_len = np.diff(a["w_ptr"])
+    keep_w = np.repeat(alive, row_len)
+    out = {k: v for k, v in a.items() if not k.startswith(("chunk_", "entry_", "slot_", "w_"))}
+    out.update({k: v[keep] for k, v in a.items() if k.startswith("slot_")})
+    out.update(w_idx=a["w_idx"][keep_w], w_val=a["w_val"][keep_w],
+               w_ptr=np.concatenate([[0], np.cumsum(np.where(alive, row_len, 0)[keep])]).astype(a["w_ptr"].dtype))
+    live_entry = alive[a["entry_slot"]]
+    out.update({k: v[live_entry] for k, v in a.items() if k.startswith("entry_")})
+    out["entry_slot"] = new_slot[out["entry_slot"]].astype(a["entry_slot"].dtype)
+    chunks = FeatureMajor(*(a["chunk_" + f] for f in FeatureMajor._fields))
+    out.update({"chunk_" + f: v for f, v in _chunks_without(chunks, a["base_slot_ptr"], alive)._asdict().items()})
+    return out, [ids[s] for s in np.flatnonzero(keep).tolist()]
+
+
+def _chunks_without(fm: FeatureMajor, base_slot_ptr: np.ndarray, alive: np.ndarray) -> FeatureMajor:
+    """The observed chunks without the postings of dead slots (rows left empty go too); the others keep their
+    order, so every live item sums its weights in the same order as before."""
+    row_cluster = np.repeat(np.arange(len(fm.feat_ptr) - 1), np.diff(fm.feat_ptr))
+    post_row = np.repeat(np.arange(len(fm.feats)), np.diff(fm.row_ptr))
+    keep = alive[base_slot_ptr[row_cluster[post_row]] + fm.slot]
+    count = np.bincount(post_row[keep], minlength=len(fm.feats))
+    rows_kept = count > 0
+    per_cluster = np.bincount(row_cluster[rows_kept], minlength=len(fm.feat_ptr) - 1)
+    return FeatureMajor(
+        feat_ptr=np.concatenate([[0], np.cumsum(per_cluster)]).astype(fm.feat_ptr.dtype),
+        feats=fm.feats[rows_kept],
+        row_ptr=np.concatenate([[0], np.cumsum(count[rows_kept])]).astype(fm.row_ptr.dtype),
+        slot=fm.slot[keep],
+        val=fm.val[keep],
+    )
+
+
+def _holds_storage(alive: np.ndarray, w_ptr: np.ndarray, n_base: int, slots: np.ndarray | None = None) -> np.ndarray:
+    """Which dead slots (of `slots`, default all; alive: their flags) still hold storage that `compacted` would
+    reclaim: every dead inserted slot, and a dead observed one while its weight row is not emptied yet. The one
+    rule for `Catalog.tombstones`, counted alike when loading and when removing."""
+    slots = np.arange(len(alive)) if slots is None else slots
+    return ~alive & ((slots >= n_base) | (w_ptr[slots + 1] > w_ptr[slots]))
 
 
 def _entries_from_slot_lists(a: dict) -> dict:

@@ -9,9 +9,9 @@ query; nothing is retrained.
 is in it only when the model was trained with `keep_pecos=True`.
 
 Thread safety: any number of threads may query (predict, predict_features) while others call add_items,
-remove_items, save or reload; writers are serialised, and a query sees each item either whole or not at all.
-A query reads the model's parts (`ModelState`: featurizer, upper layers, catalogue, cold start, configs) with one
-attribute read, so a `reload` swapping in a retrained model never gives it parts of two models.
+remove_items, compact, save or reload; writers are serialised, and a query sees each item either whole or
+not at all. A query reads the model's parts (`ModelState`: featurizer, upper layers, catalogue, cold start,
+configs) with one attribute read, so a `reload` swapping in a retrained model never gives it parts of two models.
 Serving (load, add_items, predict) never imports torch; training the title trust or the learned generator does.
 """
 
@@ -287,15 +287,45 @@ class XRMetaModel:
         removed (CatalogError).
 
         Thread-safe like add_items: each item vanishes from queries atomically (a query that starts after this
-        returns never sees it); with a log, the removal is fsync'd to it first.
+        returns never sees it); with a log, the removal is fsync'd to it first. Once the removed items still
+        holding storage pass `ColdStartConfig.compact_at` of the slots, this compacts (`compact`) before it
+        returns.
         """
         ids = _as_list(ids, "ids")
         if ids:
-            with self._writes:
-                p = self._state
-                p.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
-                for i in ids:
-                    p.titles.pop(i, None)
+            self._remove(ids, auto_compact=True)
+
+    def _remove(self, ids: list[str], auto_compact: bool) -> None:
+        """remove_items; auto_compact: compact past `ColdStartConfig.compact_at` (a log replay compacts only where
+        the log says)."""
+        with self._writes:  # no other writer between the removal and its compaction
+            p = self._state
+            p.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
+            for i in ids:
+                p.titles.pop(i, None)
+            at = p.configs.coldstart.compact_at
+            if auto_compact and at and p.catalog.tombstones > at * p.catalog.n_slots:
+                self.compact()
+
+    def compact(self) -> None:
+        """Reclaim the memory of removed items: their weights, chunk postings and neighbour-search rows. Ids
+        and results are unchanged (same ids, same scores, same order); inserted items get new slots (n_base..,
+        in their order), trained items keep theirs, and a removed trained item is never a new item's neighbour
+        again. Costs about a copy of the live catalogue; a no-op when nothing was removed since the last one.
+
+        Thread-safe: writers wait, queries go on (each reads the catalogue as it was when it started) and the
+        old buffers are freed when the last of them finishes. With a log, the compaction is logged before it is
+        published, and replaying the log compacts at the same point (remove_items' own compactions too).
+        """
+        with self._writes:
+            p = self._state
+            cat = p.catalog
+            if not cat.tombstones:
+                return
+            selector = p.coldstart.selector.without(np.flatnonzero(~cat.slot_alive.view[: cat.n_base]))
+            record = {"op": "compact", "slot": cat.n_slots}
+            cat.compact(modeldir.journal(self.log, record))
+            p.coldstart.use_selector(selector)
 
     def __len__(self) -> int:
         """Live items: trained and inserted, not removed."""
@@ -314,20 +344,21 @@ class XRMetaModel:
         threads: -1 = all cores, n >= 1."""
         p = self._state  # one read: featurizer, tree and catalogue of the same model, whatever a reload does
         X = p.featurizer.transform(_as_list(queries, "queries"), threads=threads)
-        return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
+        return self._results(*self._search_in(p, X, k, beam_size, subset, threads))
 
     def predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                          threads: int = 1) -> Results:
         """`predict` from TF-IDF rows X (n, F) (`model.featurizer.transform(texts)`): the search alone."""
         p = self._state
-        return self._results(*self._search_in(p, X, k, beam_size, subset, threads), p.catalog.ids)
+        return self._results(*self._search_in(p, X, k, beam_size, subset, threads))
 
     def _search(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
-                threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded."""
+                threads: int = 1) -> tuple[np.ndarray, np.ndarray, list]:
+        """Top-k (slots int64, scores float32), both (n, k), for TF-IDF query rows X; slot -1, score 0 padded;
+        and the slot -> id list of the catalogue state searched (a compaction renumbers inserted slots)."""
         return self._search_in(self._state, X, k, beam_size, subset, threads)
 
-    def _search_in(self, p: ModelState, X, k, beam_size, subset, threads) -> tuple[np.ndarray, np.ndarray]:
+    def _search_in(self, p: ModelState, X, k, beam_size, subset, threads) -> tuple[np.ndarray, np.ndarray, list]:
         beam = self._beam_size(beam_size, p.configs)
         resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)
@@ -344,8 +375,8 @@ class XRMetaModel:
         return int(beam_size)
 
     def _results(self, slots: np.ndarray, scores: np.ndarray, ids: list[str] | None = None) -> Results:
-        """Slots to ids with `ids`, the id list of the catalogue that was searched (default: the current one).
-        It is only appended to, under the catalogue's lock: every slot the search returned is in it."""
+        """Slots to ids with `ids`, the id list of the catalogue state that was searched (default: the current one,
+        right for trained items' slots only: a compaction renumbers inserted ones)."""
         ids = self.catalog.ids if ids is None else ids
         found = np.array([ids[s] if s >= 0 else "" for s in slots.ravel().tolist()], dtype=str)
         return Results(found.reshape(slots.shape), np.where(slots >= 0, scores, -np.inf).astype(np.float32))
@@ -361,10 +392,11 @@ class XRMetaModel:
     def pecos_predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None,
                                threads: int = 1) -> Results:
         """PECOS's own predict on TF-IDF rows X (n, F), as `Results` (same padding as `predict_features`)."""
-        return self._results(*self._pecos_search(X, k, beam_size, threads))
+        # trained items' slots never change: any state's id list maps them
+        return self._results(*self._pecos_search(X, k, beam_size, threads), self.catalog.ids)
 
     def _pecos_search(self, X, k=10, beam_size=None, threads=1):
-        """PECOS's own predict, mapped to catalog slots (same shape as `_search`'s output)."""
+        """PECOS's own predict, mapped to catalog slots: (slots, scores) as `_search` gives them."""
         P = self.pecos_model().predict(smat.csr_matrix(X, dtype=np.float32), beam_size=self._beam_size(beam_size),
                                        only_topk=k, threads=threads)
         return _csr_topk(P, k, self.label_slot)
@@ -401,11 +433,11 @@ class XRMetaModel:
     @classmethod
     def load(cls, folder: str | Path, log: bool = False) -> XRMetaModel:
         """Read a model directory: check every file against config.json's manifest (a missing, truncated or
-        corrupted file raises an error naming it), load the snapshot, then replay the directory's log (inserts
-        and removals made since that save).
+        corrupted file raises an error naming it), load the snapshot, then replay the directory's log (inserts,
+        removals and compactions made since that save).
 
-        log=True makes this process the directory's one writer: every later add_items / remove_items is
-        appended to the log and fsync'd before it returns, so a crash loses none of them (`model.log.close()`
+        log=True makes this process the directory's one writer: every later add_items / remove_items / compact
+        is appended to the log and fsync'd before it returns, so a crash loses none of them (`model.log.close()`
         releases the directory). log=False keeps later changes in memory until `save`.
         """
         return modeldir.read(cls, folder, log)

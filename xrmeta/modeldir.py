@@ -11,7 +11,10 @@ Every file is written by `write`, atomically (see `persist`):
   train/             the training queries, clicks and trained items' titles (`trainset`), for `xrmeta-retrain`
   xlinear/           only with `train(..., keep_pecos=True)`: the trained PECOS model, the peer to compare with
                      (a directory saved by an older xrmeta has it, and keeps it on every later save)
-  items.log          inserts and removals since the last save, replayed on load (written under `load(log=True)`)
+  items.log          inserts, removals and compactions since the last save, replayed on load (written under
+                     `load(log=True)`). Every compaction is logged, remove_items' automatic ones too, and replay
+                     compacts exactly where the log says (never on its own): the slots it gives do not depend on
+                     the compaction setting of the process that wrote the log
 
 config.json also names the snapshot (`snapshot`, a random id per save) and, in a snapshot written by a retrain
 while a process served the directory, which snapshot it follows and how many of its log records it folded in
@@ -116,7 +119,8 @@ def read(cls, folder: str | Path, log: bool = False):
         persist.verify(folder, config.get("files"))
     try:
         # a setting missing from a model saved before it existed reads as what that model did: no titles in
-        # training or in the served classifiers, new items in one cluster
+        # training or in the served classifiers, new items in one cluster (compact_at, which changes no result,
+        # takes its default: that model's log holds no compaction, and replay compacts only where the log says)
         configs = Configs(FeaturizerConfig.from_saved(config["featurizer"]),
                           TreeConfig(**{"title_weight": 0.0, "observed_titles": False, **config["tree"]}),
                           ColdStartConfig(**{"clusters_per_item": 1, **config["coldstart"]}))
@@ -183,9 +187,17 @@ def replay(model, records: list[dict], where: Path, exact: bool = True) -> list[
                 rec = dict(rec, slot=model.catalog.n_slots, ids=[rec["ids"][j] for j in keep],
                            titles=[rec["titles"][j] for j in keep])
                 model.add_items(rec["titles"], rec["ids"])
-            elif op == "remove":
+            elif op == "remove":  # an exact replay compacts only where the log says (the next record)
                 rec = dict(rec, ids=[i for i in rec["ids"] if exact or i in model])
-                model.remove_items(rec["ids"])
+                model._remove(rec["ids"], auto_compact=not exact)
+            elif op == "compact":  # another snapshot's slots mean nothing to a semantic replay
+                if exact:
+                    if rec.get("slot") != model.catalog.n_slots:
+                        raise ModelError(f"compaction at slot {rec.get('slot')}, the replay has "
+                                         f"{model.catalog.n_slots} slots")
+                    model.compact()
+                    applied.append(rec)
+                continue
             else:
                 raise ModelError(f"unknown operation {op!r}")
         except (KeyError, ValueError, TypeError, AttributeError) as e:

@@ -7,9 +7,10 @@ A model directory is a *snapshot* plus an optional *log*:
   carries the manifest: size and sha256 of every other file (whatever the writer put there), checked on load so
   that a truncated or corrupted file is named instead of failing somewhere inside numpy or PECOS;
 - the log (`items.log`, not in the manifest: it grows after the snapshot) records each acknowledged batch of
-  inserts and removals made since that snapshot, one line per batch with its own checksum, fsync'd before the
-  batch becomes visible. Loading replays it. A crash mid-append leaves an unterminated last line, which is
-  ignored: that batch was never acknowledged. A new snapshot starts with no log, so rotation is the rename itself.
+  inserts and removals (and each compaction) made since that snapshot, one line per batch with its own checksum,
+  fsync'd before the batch becomes visible. Loading replays it. A crash mid-append leaves an unterminated last
+  line, which is ignored: that batch was never acknowledged. A new snapshot starts with no log, so rotation is
+  the rename itself.
 
 Replacing a directory takes two renames (POSIX has no portable atomic directory swap): the previous snapshot is
 moved to `.<name>.old`, then the new one to `<name>`. Between the two, only `.<name>.old` exists; `recover` (run

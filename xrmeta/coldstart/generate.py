@@ -63,6 +63,11 @@ class Generator:
     def save(self, folder: Path) -> None:
         """Write what `load` reads back into the model directory folder (a hand-made generator: nothing)."""
 
+    def with_rows(self, Z: smat.csr_matrix) -> Generator:
+        """This generator reading the selector's rows Z from now on (a compaction emptied some): itself when
+        it reads none."""
+        return self
+
     def plan(self, S: smat.csr_matrix, nbr_items: np.ndarray, nbr_sims: np.ndarray, threads: int = -1) -> Plan:
         """Mixing coefficients for n new items with TF-IDF rows S (n x F) and their K neighbours: nbr_items
         (n, K) int64 rows of the observed items (-1 = none), nbr_sims (n, K) float32 cosines."""

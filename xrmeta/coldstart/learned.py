@@ -34,6 +34,7 @@ torch, and another that loading, inserting and searching run with torch absent.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,12 @@ class LearnedGenerator(Generator):
         self.n_heads = int(n_heads)
         self.info = info or {}
         self.k = self.params["pos"].shape[0] - 1
+
+    def with_rows(self, Z: smat.csr_matrix) -> LearnedGenerator:
+        """`Generator.with_rows`: a copy reading Z (the parameters are shared, never written)."""
+        out = copy.copy(self)
+        out.Z = Z
+        return out
 
     def forward(self, tokens: np.ndarray, valid: np.ndarray, threads: int = -1):
         """The network's outputs (alpha (n, K), out (n, n_blocks + 1)) for tokens (n, K + 1, N_FEATURES)."""

@@ -52,6 +52,11 @@ class ColdStartConfig:
     generator: str = "learned"
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
+    # remove_items compacts (`XRMetaModel.compact`) once removed items still holding storage pass this share of
+    # the slots; 0 or None: only explicit compact() calls. A compaction copies the live storage, so at share f
+    # each removal costs about (1 - f) / f slot copies and memory stays under 1 / (1 - f) of the live items':
+    # 0.25 gives 3 copies per removal and at most 4/3 of the memory
+    compact_at: float | None = 0.25
 
     def validate(self) -> None:
         """Raise ValueError on a setting out of range or an unknown name."""
@@ -69,6 +74,8 @@ class ColdStartConfig:
             raise ValueError(f"inserted_beam_factor must be an integer >= 1, got {self.inserted_beam_factor!r}")
         if not 1 <= self.clusters_per_item <= MAX_CLUSTERS_PER_ITEM:
             raise ValueError(f"clusters_per_item must be in [1, {MAX_CLUSTERS_PER_ITEM}], got {self.clusters_per_item}")
+        if self.compact_at is not None and not 0 <= self.compact_at <= 1:
+            raise ValueError(f"compact_at must be None or in [0, 1], got {self.compact_at!r}")
         check_generator(self.generator)
 
 
@@ -108,6 +115,14 @@ class ColdStart:
         clusters = self.assign(S, nbrs, sims, threads)
         weights, biases = self.generate(S, nbrs, sims, threads)
         return weights, biases, clusters
+
+    def use_selector(self, selector: Selector) -> None:
+        """Search new items' neighbours with `selector` (the same observed items, some rows emptied by a
+        compaction): the generator reads its rows, the leaf centroids are recomputed from them."""
+        self.selector = selector
+        if self.generator is not None:
+            self.generator = self.generator.with_rows(selector.Z)
+        self._centroids = None
 
     def assign(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, threads: int = -1) -> np.ndarray:
         """Leaf clusters of each new item (rows of S, with its selected neighbours nbrs, sims (n, K)): (n, m),

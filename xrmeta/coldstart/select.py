@@ -36,6 +36,16 @@ class Selector:
         self.inv_val = inv.data.astype(np.float32)
         self.z_ptr = Z.indptr.astype(np.int64)
 
+    def without(self, items: np.ndarray) -> Selector:
+        """A new selector over the same rows with those of `items` emptied (delisted observed items: never a
+        neighbour again, their storage dropped), built as a loaded model builds it from the saved rows."""
+        drop = np.zeros(self.n_items, dtype=bool)
+        drop[np.asarray(items, dtype=np.int64)] = True
+        keep = ~np.repeat(drop, np.diff(self.Z.indptr))
+        indptr = np.concatenate([[0], np.cumsum(np.where(drop, 0, np.diff(self.Z.indptr)))])
+        Z = smat.csr_matrix((self.Z.data[keep], self.Z.indices[keep], indptr), shape=self.Z.shape)
+        return Selector(Z, self.max_postings, self.n_candidates)
+
     @property
     def n_items(self) -> int:
         """Observed items searched (rows of Z)."""
