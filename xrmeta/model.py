@@ -240,7 +240,8 @@ class XRMetaModel:
         with self.catalog.lock:  # the log must list batches in the order they change the catalogue
             weights, biases, clusters = self.coldstart.synthesize(S, threads)
             record = {"op": "add", "slot": self.catalog.n_slots, "ids": ids, "titles": titles}
-            self.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record))
+            self.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record),
+                             self.configs.coldstart.split_size)
 
     def remove_items(self, ids: list[str]) -> None:
         """Delist items (trained or inserted) by id; they never come back in results. An unknown id: nothing
@@ -286,7 +287,7 @@ class XRMetaModel:
         if X.shape[1] != self.featurizer.n_features:
             raise ModelError(f"queries have {X.shape[1]} features, the model {self.featurizer.n_features}")
         wide = beam * self.configs.coldstart.inserted_beam_factor
-        return self.catalog.search(X, self.upper, beam, k, subset, threads, wide)
+        return self.catalog.search(X, self.upper, beam, k, subset, threads, wide, self.configs.coldstart.split_probe)
 
     def _beam_size(self, beam_size) -> int:
         if beam_size is None:

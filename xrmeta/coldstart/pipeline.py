@@ -52,6 +52,11 @@ class ColdStartConfig:
     generator: str = "learned"
     max_nnz: int = 128  # non-zeros kept per synthesized classifier (query cost grows with it; see BENCHMARKS.md)
     threshold: float | None = None  # pruning of synthesized weights; None = the tree's threshold
+    # leaf split (`xrmeta.parts`): a part of a leaf cluster's inserted items holding more than split_size live
+    # entries splits in two (0: never), and a query scores split_probe parts of each split cluster it reaches,
+    # those whose routers match it best (BENCHMARKS.md "lifecycle" measures both)
+    split_size: int = 256
+    split_probe: int = 2
 
     def validate(self) -> None:
         """Raise ValueError on a setting out of range or an unknown name."""
@@ -69,6 +74,10 @@ class ColdStartConfig:
             raise ValueError(f"inserted_beam_factor must be an integer >= 1, got {self.inserted_beam_factor!r}")
         if not 1 <= self.clusters_per_item <= MAX_CLUSTERS_PER_ITEM:
             raise ValueError(f"clusters_per_item must be in [1, {MAX_CLUSTERS_PER_ITEM}], got {self.clusters_per_item}")
+        if not (isinstance(self.split_size, int) and self.split_size >= 0):
+            raise ValueError(f"split_size must be an integer >= 0 (0: never split), got {self.split_size!r}")
+        if not (isinstance(self.split_probe, int) and self.split_probe >= 1):
+            raise ValueError(f"split_probe must be an integer >= 1, got {self.split_probe!r}")
         check_generator(self.generator)
 
 

@@ -1,0 +1,225 @@
+"""Leaf split: the inserted entries of a leaf cluster in parts, each with a router, so a query scores only the
+parts of a cluster that match it best.
+
+Inserted items pile into the trained leaf clusters (a tree trained on 9k items and grown to 10^6 answered
+queries 160x slower). Once a part holds more than `split_size` live entries it splits in two by spherical
+2-means on its entries' classifiers (L2-normalised rows); each half's router is the normalised mean of its
+classifiers, pruned to its ROUTER_NNZ largest weights. Part c < clusters is cluster c's first part; a split
+keeps the part's number for one half and appends a new part for the other. A new entry of a split cluster goes
+to the part whose router has the largest dot product with its classifier. A query scores every part of a cluster
+that has at most `probe` parts, else the `probe` parts whose routers score highest against it (x . router), so
+an item's score is unchanged: the router only decides which parts get scored.
+
+The split depends only on the part's live entries (sorted by entry number) and its part number (the seed), never
+on thread counts or batch timing inside the lock, so replaying the item log reproduces the same parts. Entries,
+parts and routers persist (`arrays`); per-part chunks are derived (`inserted.Chunks`).
+
+Not thread-safe: the catalogue's writer lock serialises calls; per-part arrays that queries read are replaced,
+never written in place, except entry_part (queries never read it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as smat
+from numba import njit
+
+from .inserted import Growable
+
+ROUTER_NNZ = 64  # weights kept per router (see BENCHMARKS.md "lifecycle": 32 / 64 / 128 cost and recall)
+ITERATIONS = 10  # 2-means rounds (stops earlier once the halves stop changing)
+MIN_SHARE = 4  # a 2-means half smaller than 1/MIN_SHARE of the part is replaced by a split at the median
+
+
+class Parts:
+    """Which part each inserted entry is in, each part's cluster and router, and live entries per part."""
+
+    def __init__(self, a: dict, n_clusters: int, live_entry: np.ndarray):
+        self.n_clusters = n_clusters
+        self.entry_part = Growable(a["entry_part"])
+        self.part_cluster = Growable(a["part_cluster"])
+        ptr = a["router_ptr"]
+        self.router_lo, self.router_hi = ptr[:-1].astype(np.int64), ptr[1:].astype(np.int64)
+        self.router_idx = Growable(a["router_idx"])
+        self.router_val = Growable(a["router_val"])
+        self.live = np.bincount(a["entry_part"][live_entry], minlength=self.n_parts).astype(np.int64)
+        self._moved = []
+        self._index()
+
+    @staticmethod
+    def one_per_cluster(n_clusters: int, entry_cluster: np.ndarray) -> dict:
+        """The arrays of a catalogue saved before the split existed: every cluster is one part."""
+        return {"entry_part": np.asarray(entry_cluster, dtype=np.int32),
+                "part_cluster": np.arange(n_clusters, dtype=np.int32),
+                "router_ptr": np.zeros(n_clusters + 1, dtype=np.int64),
+                "router_idx": np.zeros(0, dtype=np.int32), "router_val": np.zeros(0, dtype=np.float32)}
+
+    @property
+    def n_parts(self) -> int:
+        return self.part_cluster.n
+
+    def _index(self) -> None:
+        order = np.argsort(self.part_cluster.view, kind="stable")  # parts by cluster, increasing within one
+        self.cluster_parts = order.astype(np.int32)
+        self.cluster_part_ptr = np.searchsorted(self.part_cluster.view[order],
+                                                np.arange(self.n_clusters + 1)).astype(np.int64)
+
+    def fields(self) -> tuple:
+        """The last fields of `layout.InsertedLayout`."""
+        return (self.cluster_part_ptr, self.cluster_parts, self.router_lo, self.router_hi, self.router_idx.buf,
+                self.router_val.buf)
+
+    def arrays(self) -> dict:
+        """The persisted arrays, routers as CSR rows."""
+        lengths = self.router_hi - self.router_lo
+        take = np.concatenate([np.arange(lo, hi) for lo, hi in zip(self.router_lo, self.router_hi)] + [[]])
+        take = take.astype(np.int64)
+        return {"entry_part": self.entry_part.view, "part_cluster": self.part_cluster.view,
+                "router_ptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                "router_idx": self.router_idx.view[take], "router_val": self.router_val.view[take]}
+
+    def marks(self) -> tuple:
+        """Everything `take`, `drop` and `split` may change, to put back on failure (`restore`); the last element
+        is the undo list of entries moved by splits since."""
+        self._moved = []
+        return ([g.n for g in (self.entry_part, self.part_cluster, self.router_idx, self.router_val)],
+                self.router_lo, self.router_hi, self.live, self.cluster_part_ptr, self.cluster_parts, self._moved)
+
+    def restore(self, marks: tuple) -> None:
+        ns, self.router_lo, self.router_hi, self.live, self.cluster_part_ptr, self.cluster_parts, moved = marks
+        for entries, part in reversed(moved):  # entries a split moved to a new part: back to where they were
+            self.entry_part.buf[entries] = part
+        for g, n in zip((self.entry_part, self.part_cluster, self.router_idx, self.router_val), ns):
+            g.n = n
+
+    # ------------------------------------------------------------ new entries
+    def route(self, entry_slot: np.ndarray, entry_cluster: np.ndarray, weights, n_features: int) -> np.ndarray:
+        """The part of each new entry (slots and clusters given): its cluster's only part, or the part whose
+        router has the largest dot product with the entry's classifier (ties: the smaller part)."""
+        entry_cluster = np.asarray(entry_cluster, dtype=np.int64)
+        split = np.diff(self.cluster_part_ptr)[entry_cluster] > 1
+        out = entry_cluster.astype(np.int32)  # part c is cluster c's first part
+        if split.any():
+            out[split] = _best_parts(np.asarray(entry_slot, dtype=np.int64)[split], entry_cluster[split], *weights,
+                                     *self.fields(), np.zeros(n_features, dtype=np.float32))
+        return out
+
+    def take(self, parts: np.ndarray) -> None:
+        """Append the parts of new (live) entries."""
+        self.entry_part.extend(parts)
+        self.live = self.live + np.bincount(parts, minlength=self.n_parts)
+
+    def drop(self, entries: np.ndarray) -> None:
+        """The given entries' items were removed: they no longer count towards their parts' sizes."""
+        live = self.live.copy()
+        np.subtract.at(live, self.entry_part.view[entries], 1)
+        self.live = live
+
+    def full(self, split_size: int) -> np.ndarray:
+        """Parts holding more than split_size live entries, increasing (0: never split)."""
+        return np.flatnonzero(self.live > split_size) if split_size > 0 else np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------ split
+    def split(self, part: int, entries: np.ndarray, slots: np.ndarray, weights) -> tuple[np.ndarray, np.ndarray, int]:
+        """Split `part` whose live entries are `entries` (increasing), of the given slots, whose classifiers are
+        in weights (the catalogue's item-major (w_ptr, w_idx, w_val)): returns (entries kept, entries moved, the
+        new part)."""
+        side, routers = two_means(_rows(weights, slots), seed=part)
+        new = self.n_parts
+        kept, moved = entries[~side], entries[side]
+        self._moved.append((moved, part))
+        self.entry_part.buf[moved] = new
+        self.part_cluster.extend(np.array([self.part_cluster.view[part]], dtype=np.int32))
+        lo, hi = self.router_lo.copy(), self.router_hi.copy()
+        for p, (idx, val) in zip((part, new), routers):
+            start = self.router_idx.n
+            self.router_idx.extend(idx)
+            self.router_val.extend(val)
+            if p == new:
+                lo, hi = np.append(lo, start), np.append(hi, start + len(idx))
+            else:
+                lo[p], hi[p] = start, start + len(idx)
+        self.router_lo, self.router_hi = lo, hi
+        live = np.append(self.live, len(moved))
+        live[part] = len(kept)
+        self.live = live
+        self._index()
+        return kept, moved, new
+
+
+def two_means(W: smat.csr_matrix, seed: int) -> tuple[np.ndarray, list]:
+    """Spherical 2-means of the rows of W: (side (n,) bool, True for the second half; the halves' routers
+    [(idx int32, val float32)] * 2). Deterministic: the first centre is the row drawn with `seed`, the second the
+    row least like it; a lopsided result is replaced by a split at the median of the difference of similarities."""
+    n = W.shape[0]
+    cols, local = np.unique(W.indices, return_inverse=True)  # the features these rows use, as local columns
+    X = smat.csr_matrix((W.data.astype(np.float64), local.ravel(), W.indptr), shape=(n, len(cols)))
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = smat.diags(1.0 / np.maximum(norms, 1e-30)) @ X
+    first = int(np.random.default_rng(seed).integers(n))
+    centres = np.zeros((2, len(cols)))
+    centres[0] = X[first].toarray().ravel()
+    centres[1] = X[int(np.argmin(X @ centres[0]))].toarray().ravel()
+    side = None
+    for _ in range(ITERATIONS):
+        sims = X @ centres.T
+        new = sims[:, 1] > sims[:, 0]
+        if side is not None and (new == side).all():
+            break
+        side = new
+        for h in (0, 1):
+            if (side == h).any():
+                centres[h] = _unit(np.asarray(X[side == h].sum(axis=0)).ravel())
+    if min(side.sum(), n - side.sum()) < max(n // MIN_SHARE, 1):
+        diff = (X @ centres.T) @ np.array([-1.0, 1.0])
+        side = np.zeros(n, dtype=bool)
+        side[np.argsort(diff, kind="stable")[n // 2 :]] = True
+    routers = []
+    for h in (False, True):
+        mean = _unit(np.asarray(X[side == h].sum(axis=0)).ravel())
+        keep = np.sort(np.argsort(-np.abs(mean), kind="stable")[:ROUTER_NNZ])
+        keep = keep[mean[keep] != 0]
+        val = _unit(mean[keep])
+        routers.append((cols[keep].astype(np.int32), val.astype(np.float32)))
+    return side, routers
+
+
+def _rows(weights, slots: np.ndarray) -> smat.csr_matrix:
+    """The given rows of item-major CSR weights, copied (only theirs: the catalogue's arrays may be large)."""
+    w_ptr, w_idx, w_val = weights
+    starts, ends = w_ptr[slots], w_ptr[np.asarray(slots) + 1]
+    lengths = ends - starts
+    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1])
+    idx = w_idx[take]
+    return smat.csr_matrix((w_val[take], idx, ptr), shape=(len(slots), int(idx.max(initial=0)) + 1))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.sqrt((v * v).sum())
+    return v / norm if norm > 0 else v
+
+
+@njit(cache=True)
+def _best_parts(slots, clusters, w_ptr, w_idx, w_val, cluster_part_ptr, cluster_parts, router_lo, router_hi,
+                router_idx, router_val, dense):
+    """For each entry (slot, cluster), the part of the cluster whose router best matches the slot's classifier
+    (ties: the first, smallest, part). dense: zeroed scratch of the features, left zeroed."""
+    out = np.empty(slots.shape[0], dtype=np.int32)
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        for a in range(w_ptr[s], w_ptr[s + 1]):
+            dense[w_idx[a]] = w_val[a]
+        best, best_score = -1, -np.inf
+        c = clusters[i]
+        for j in range(cluster_part_ptr[c], cluster_part_ptr[c + 1]):
+            p = cluster_parts[j]
+            v = 0.0
+            for a in range(router_lo[p], router_hi[p]):
+                v += router_val[a] * dense[router_idx[a]]
+            if v > best_score:
+                best, best_score = p, v
+        out[i] = best
+        for a in range(w_ptr[s], w_ptr[s + 1]):
+            dense[w_idx[a]] = 0.0
+    return out
