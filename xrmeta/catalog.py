@@ -282,17 +282,19 @@ class Catalog:
             self._parts.drop(np.flatnonzero(np.isin(self.entry_slot.view, slots)))  # O(entries): removes are rare
 
     def _split(self, split_size: int) -> None:
-        """Split every part holding more than split_size live entries, in increasing part order, until none does
-        (new parts come last, so a half still too large splits again); each half gets a fresh chunk."""
+        """Split every part holding more than split_size live entries, all at once, until none does (a half still
+        too large splits in the next round); the halves get fresh chunks."""
         while len(full := self._parts.full(split_size)):
-            for part in full:
-                entries, _ = self._chunks.live_entries([part], self.entry_slot.view, self.slot_alive.view)
-                entries = np.sort(entries)  # the split depends on the set of entries, not on the chunk's history
-                kept, moved, new = self._parts.split(int(part), entries, self.entry_slot.view[entries], self._weights())
-                self._chunks.add_parts(1)
-                owner = np.repeat([part, new], [len(kept), len(moved)])
-                self._chunks.build(np.array([part, new]), np.concatenate([kept, moved]), owner,
-                                   self.entry_slot.view, self._weights())
+            entries, owner = self._chunks.live_entries(full, self.entry_slot.view, self.slot_alive.view)
+            ends = np.cumsum(np.bincount(np.searchsorted(full, owner), minlength=len(full)))[:-1]
+            # the split depends on the set of a part's entries, not on its chunk's history: sorted
+            groups = [np.sort(g) for g in np.split(entries, ends)]
+            kept, moved, new = self._parts.split(full, groups, self.entry_slot.view, self._weights())
+            self._chunks.add_parts(len(new))
+            halves = kept + moved
+            owner = np.repeat(np.concatenate([full, new]), [len(h) for h in halves])
+            self._chunks.build(np.concatenate([full, new]), np.concatenate(halves), owner, self.entry_slot.view,
+                               self._weights())
 
     def _check_new_ids(self, ids: list[str]) -> None:
         if problem := new_ids_problem(ids, self.slot_of):

@@ -120,28 +120,28 @@ class Parts:
         return np.flatnonzero(self.live > split_size) if split_size > 0 else np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------ split
-    def split(self, part: int, entries: np.ndarray, slots: np.ndarray, weights) -> tuple[np.ndarray, np.ndarray, int]:
-        """Split `part` whose live entries are `entries` (increasing), of the given slots, whose classifiers are
-        in weights (the catalogue's item-major (w_ptr, w_idx, w_val)): returns (entries kept, entries moved, the
-        new part)."""
-        side, routers = two_means(_rows(weights, slots), seed=part)
-        new = self.n_parts
-        kept, moved = entries[~side], entries[side]
-        self._moved.append((moved, part))
-        self.entry_part.buf[moved] = new
-        self.part_cluster.extend(np.array([self.part_cluster.view[part]], dtype=np.int32))
+    def split(self, parts: np.ndarray, entries: list[np.ndarray], entry_slot: np.ndarray, weights) -> tuple:
+        """Split each of `parts` (increasing), whose live entries are entries[i] (increasing), in two; weights:
+        the catalogue's item-major (w_ptr, w_idx, w_val). Part parts[i] keeps one half, new part new[i] (numbered
+        from n_parts on, in order) takes the other. Returns (kept, moved: lists of entry arrays, new parts)."""
+        new = self.n_parts + np.arange(len(parts))
+        kept, moved = [], []
         lo, hi = self.router_lo.copy(), self.router_hi.copy()
-        for p, (idx, val) in zip((part, new), routers):
-            start = self.router_idx.n
-            self.router_idx.extend(idx)
-            self.router_val.extend(val)
-            if p == new:
-                lo, hi = np.append(lo, start), np.append(hi, start + len(idx))
-            else:
-                lo[p], hi[p] = start, start + len(idx)
-        self.router_lo, self.router_hi = lo, hi
-        live = np.append(self.live, len(moved))
-        live[part] = len(kept)
+        new_lo, new_hi = np.zeros(len(parts), dtype=np.int64), np.zeros(len(parts), dtype=np.int64)
+        live = np.append(self.live, np.zeros(len(parts), dtype=np.int64))
+        for i, (part, ent) in enumerate(zip(parts, entries)):
+            side, routers = two_means(_rows(weights, entry_slot[ent]), seed=int(part))
+            kept.append(ent[~side])
+            moved.append(ent[side])
+            self._moved.append((moved[-1], part))
+            self.entry_part.buf[moved[-1]] = new[i]
+            for (idx, val), (los, his, j) in zip(routers, ((lo, hi, part), (new_lo, new_hi, i))):
+                los[j], his[j] = self.router_idx.n, self.router_idx.n + len(idx)
+                self.router_idx.extend(idx)
+                self.router_val.extend(val)
+            live[part], live[new[i]] = len(kept[-1]), len(moved[-1])
+        self.part_cluster.extend(self.part_cluster.view[parts])
+        self.router_lo, self.router_hi = np.concatenate([lo, new_lo]), np.concatenate([hi, new_hi])
         self.live = live
         self._index()
         return kept, moved, new
@@ -153,35 +153,83 @@ def two_means(W: smat.csr_matrix, seed: int) -> tuple[np.ndarray, list]:
     row least like it; a lopsided result is replaced by a split at the median of the difference of similarities."""
     n = W.shape[0]
     cols, local = np.unique(W.indices, return_inverse=True)  # the features these rows use, as local columns
-    X = smat.csr_matrix((W.data.astype(np.float64), local.ravel(), W.indptr), shape=(n, len(cols)))
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    X = smat.diags(1.0 / np.maximum(norms, 1e-30)) @ X
     first = int(np.random.default_rng(seed).integers(n))
-    centres = np.zeros((2, len(cols)))
-    centres[0] = X[first].toarray().ravel()
-    centres[1] = X[int(np.argmin(X @ centres[0]))].toarray().ravel()
-    side = None
-    for _ in range(ITERATIONS):
-        sims = X @ centres.T
-        new = sims[:, 1] > sims[:, 0]
-        if side is not None and (new == side).all():
-            break
-        side = new
-        for h in (0, 1):
-            if (side == h).any():
-                centres[h] = _unit(np.asarray(X[side == h].sum(axis=0)).ravel())
-    if min(side.sum(), n - side.sum()) < max(n // MIN_SHARE, 1):
-        diff = (X @ centres.T) @ np.array([-1.0, 1.0])
-        side = np.zeros(n, dtype=bool)
-        side[np.argsort(diff, kind="stable")[n // 2 :]] = True
+    side, means = _two_means(W.indptr.astype(np.int64), local.ravel().astype(np.int64),
+                             W.data.astype(np.float64), len(cols), first, ITERATIONS, MIN_SHARE)
     routers = []
-    for h in (False, True):
-        mean = _unit(np.asarray(X[side == h].sum(axis=0)).ravel())
+    for mean in means:
         keep = np.sort(np.argsort(-np.abs(mean), kind="stable")[:ROUTER_NNZ])
         keep = keep[mean[keep] != 0]
-        val = _unit(mean[keep])
-        routers.append((cols[keep].astype(np.int32), val.astype(np.float32)))
+        routers.append((cols[keep].astype(np.int32), _unit(mean[keep]).astype(np.float32)))
     return side, routers
+
+
+@njit(cache=True)
+def _two_means(ptr, idx, val, n_cols, first, iterations, min_share):
+    """`two_means` on CSR rows (local columns 0..n_cols-1): (side, the two halves' normalised means (2, n_cols))."""
+    n = ptr.shape[0] - 1
+    x = val.copy()
+    for i in range(n):  # rows to unit length
+        norm = 0.0
+        for a in range(ptr[i], ptr[i + 1]):
+            norm += x[a] * x[a]
+        norm = max(np.sqrt(norm), 1e-30)
+        for a in range(ptr[i], ptr[i + 1]):
+            x[a] /= norm
+    centres = np.zeros((2, n_cols))
+    for a in range(ptr[first], ptr[first + 1]):
+        centres[0, idx[a]] = x[a]
+    sims = np.zeros((n, 2))
+    _similarities(ptr, idx, x, centres, sims)
+    far = np.argmin(sims[:, 0])
+    for a in range(ptr[far], ptr[far + 1]):
+        centres[1, idx[a]] = x[a]
+    side = np.zeros(n, dtype=np.bool_)
+    for it in range(iterations):
+        _similarities(ptr, idx, x, centres, sims)
+        changed = it == 0
+        for i in range(n):
+            s = sims[i, 1] > sims[i, 0]
+            changed |= s != side[i]
+            side[i] = s
+        if not changed:
+            break
+        _means(ptr, idx, x, side, centres)
+    n_second = side.sum()
+    if min(n_second, n - n_second) < max(n // min_share, 1):  # lopsided: halves at the median
+        _similarities(ptr, idx, x, centres, sims)
+        order = np.argsort(sims[:, 1] - sims[:, 0], kind="mergesort")
+        side[:] = False
+        side[order[n // 2 :]] = True
+    _means(ptr, idx, x, side, centres)
+    return side, centres
+
+
+@njit(cache=True)
+def _similarities(ptr, idx, x, centres, sims):
+    for i in range(ptr.shape[0] - 1):
+        for h in range(2):
+            v = 0.0
+            for a in range(ptr[i], ptr[i + 1]):
+                v += x[a] * centres[h, idx[a]]
+            sims[i, h] = v
+
+
+@njit(cache=True)
+def _means(ptr, idx, x, side, centres):
+    """centres[h] = the normalised mean of the rows on side h (left as they were for an empty side)."""
+    sums = np.zeros_like(centres)
+    count = np.zeros(2, dtype=np.int64)
+    for i in range(ptr.shape[0] - 1):
+        h = 1 if side[i] else 0
+        count[h] += 1
+        for a in range(ptr[i], ptr[i + 1]):
+            sums[h, idx[a]] += x[a]
+    for h in range(2):
+        if count[h] > 0:
+            norm = np.sqrt((sums[h] * sums[h]).sum())
+            if norm > 0:
+                centres[h] = sums[h] / norm
 
 
 def _rows(weights, slots: np.ndarray) -> smat.csr_matrix:
