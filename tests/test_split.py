@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as smat
@@ -12,7 +14,7 @@ from xrmeta.model import ColdStartConfig, XRMetaModel
 
 from .conftest import TRANSFORMS, assert_topk_match, assert_unchanged, clone, dense_topk, snapshot
 from .reference import leaf_topk
-from .test_reliability import child
+from .test_reliability import child, made_up_titles
 
 SPLIT = 4  # the test catalogue's clusters hold about 10 inserted entries each: most of them split
 EXTRA = ["Crème Brûlée Torch, Stainless Steel (2-Pack)", "Höhenverstellbarer Schreibtisch — Eiche, 140 cm",
@@ -147,6 +149,61 @@ def test_removed_items_leave_their_parts_and_new_items_follow_the_routers(split_
     live = c.slot_alive.view[c.entry_slot.view]
     assert np.bincount(a["entry_part"][live]).max() <= SPLIT
     np.testing.assert_array_equal(a["part_cluster"][a["entry_part"]], c.entry_cluster.view)
+
+
+def test_queries_in_two_threads_while_parts_split(trained, novel, test_queries):
+    """~3 s: every answer read while a writer splits parts holds only fully inserted items, each scored as
+    transform(w . x + b) * path ** e in one of its clusters in the query's beam."""
+    model = clone(trained, split_size=SPLIT, split_probe=1)
+    c = model.catalog
+    X = model.featurizer.transform(test_queries[:200] + novel[0][:100], threads=1)
+    parts_before = c._parts.n_parts
+    stop, errors, samples = threading.Event(), [], []
+
+    def writer():
+        rng = np.random.default_rng(7)
+        batch = 0
+        while not stop.is_set() and batch < 400:
+            n = int(rng.integers(1, 30))
+            model.add_items(made_up_titles(novel[0], n, rng), [f"w{batch}-{i}" for i in range(n)], threads=1)
+            batch += 1
+
+    def reader(t):
+        rng = np.random.default_rng(t)
+        while not stop.is_set():
+            rows = np.sort(rng.choice(X.shape[0], size=8, replace=False))
+            slots, scores = model._search(X[rows], k=10, beam_size=5)
+            samples.append((rows, slots, scores))
+
+    def guarded(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+                stop.set()
+        return threading.Thread(target=run)
+
+    threads = [guarded(writer)] + [guarded(lambda t=t: reader(t)) for t in range(2)]
+    for th in threads:
+        th.start()
+    threads[0].join(timeout=3.0)
+    stop.set()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors, errors
+    assert c._parts.n_parts > parts_before + 20 and len(samples) >= 20
+    W = c.weights(np.arange(c.n_slots))
+    post = TRANSFORMS[c.post_processor]
+    for rows, slots, scores in samples[::3]:
+        B = model.upper.beams(X[rows], 5, 1, 10).toarray()
+        for i, row in enumerate(rows):
+            hit = slots[i][slots[i] >= 0]
+            raw = (X[row] @ W[hit].T).toarray().ravel() + c.slot_bias.view[hit]
+            paths = np.hstack([B[i], [0.0]])[c.item_clusters(hit)] ** c.path_exponent  # column -1: none
+            possible = post(raw.astype(np.float64))[:, None] * paths
+            close = np.isclose(possible, scores[i][: len(hit)][:, None], rtol=1e-4, atol=1e-7) & (paths > 0)
+            assert close.any(axis=1).all(), f"query {row}: a score matches none of the item's clusters"
 
 
 # ---------------------------------------------------------------- persistence

@@ -9,7 +9,8 @@ argument (flat: numba's parallel loops cannot take a tuple nested in another):
   the observed items of a cluster. Its fields open both layouts below, which the kernels score alike;
 - `UpperLayout`: the layers above the leaves (`tree.UpperLayers`), read by the beam search;
 - `LeafLayout`: the leaf layer's observed items and every slot's item-major weights (`catalog.Catalog`);
-- `InsertedLayout`: the inserted items per cluster (`inserted.Chunks`).
+- `InsertedLayout`: the inserted items per part of a cluster, and the parts' routers (`inserted.Chunks`,
+  `parts.Parts`).
 
 Also here: the post-processor codes, the check of a beam size, and the check of a catalogue's saved arrays.
 """
