@@ -114,10 +114,10 @@ def grow(n_items: int, checkpoints: list[int], sizes: list[int], probes: list[in
 
 
 # ---------------------------------------------------------------- accuracy (real datasets)
-def accuracy(dataset: str, seed: int, sizes: list[int], probe: int) -> list[dict]:
+def accuracy(dataset: str, seed: int, settings: list[tuple[int, int]]) -> list[dict]:
     model, data, split, _ = C.load(dataset, seed)
     out = []
-    for s in sizes:
+    for s, probe in settings:
         m = twin(model, split_size=s, split_probe=probe)
         t0 = time.perf_counter()
         missing = [j for j in split.novel if data.item_ids[j] not in m]
@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--queries", type=int, default=200, help="test queries timed")
     p.add_argument("--datasets", default="homedepot,pricerunner", help="real datasets for accuracy ('': none)")
     p.add_argument("--forced-size", type=int, default=8, help="a small split_size that splits most clusters")
+    p.add_argument("--forced-probes", type=ints, default=[1, DEFAULT.split_probe], help="its split_probes")
     args = C.parse(p, argv, items=3000, checkpoints=[1000, 3000], batch=500, queries=30, datasets="",
                    sizes=[0, 16], probes=[1, 2])
     if 0 not in args.sizes:
@@ -182,7 +183,8 @@ def main(argv=None) -> int:
                        args.seed)
     acc = []
     for ds in [d for d in args.datasets.split(",") if d]:
-        acc += accuracy(ds, args.seed, [0, DEFAULT.split_size, args.forced_size], DEFAULT.split_probe)
+        acc += accuracy(ds, args.seed, [(0, 1), (DEFAULT.split_size, DEFAULT.split_probe)]
+                        + [(args.forced_size, p) for p in args.forced_probes])
     C.OUT.mkdir(parents=True, exist_ok=True)
     (C.OUT / "lifecycle_synthetic.json").write_text(json.dumps({"info": info, "grown": steps, "accuracy": acc},
                                                                indent=1, default=float))

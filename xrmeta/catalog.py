@@ -8,7 +8,9 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
 - inserted items are appended after them: item-major weights, and for each of the (one or more) clusters an
   item joins an *entry* of that cluster, laid out for the search by `inserted.Chunks` (a feature-major chunk
   per cluster, rebuilt now and then, and a short item-major tail), so inserting costs O(nnz of the item)
-  amortised whatever the catalogue size.
+  amortised whatever the catalogue size. Once a cluster's inserted entries outgrow `split_size` they are split
+  into parts with routers (`xrmeta.parts`), each laid out the same way, and a query scores only the parts of a
+  crowded cluster whose routers match it best; observed items are never split.
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous.
 
@@ -37,9 +39,9 @@ import scipy.sparse as smat
 from .data.xmc import new_ids_problem, preview
 from .inserted import Chunks, Growable
 from .kernels.search import search_topk
-from .parts import Parts
 from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
                      leaf_arrays_problem, rows)
+from .parts import Parts
 from .threads import resolve, run
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
