@@ -8,7 +8,9 @@ under those clusters (`search` does both in one kernel call). Every item owns a 
 - inserted items are appended after them: item-major weights, and for each of the (one or more) clusters an
   item joins an *entry* of that cluster, laid out for the search by `inserted.Chunks` (a feature-major chunk
   per cluster, rebuilt now and then, and a short item-major tail), so inserting costs O(nnz of the item)
-  amortised whatever the catalogue size.
+  amortised whatever the catalogue size. Once a cluster's inserted entries outgrow `split_size` they are split
+  into parts with routers (`xrmeta.parts`), each laid out the same way, and a query scores only the parts of a
+  crowded cluster whose routers match it best; observed items are never split.
 
 Removal clears a slot's alive flag; slots are never reused, so an id's history is unambiguous. The removed items'
 storage (weights, chunk postings, entries) stays until `compact` reclaims it: observed items keep their slots (an
@@ -44,6 +46,7 @@ from .inserted import Chunks, Growable
 from .kernels.search import search_topk
 from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
                      leaf_arrays_problem, rows)
+from .parts import Parts
 from .threads import resolve, run
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
@@ -99,11 +102,14 @@ class Catalog:
         self.entry_cluster = Growable(a["entry_cluster"])
         counts = np.bincount(a["entry_slot"]) if len(a["entry_slot"]) else np.zeros(0, np.int64)
         self._memberships = max(int(counts.max(initial=1)), 1)
-        self._chunks = Chunks(self.n_clusters)
         live = self.slot_alive.view[self.entry_slot.view]
-        clusters = np.unique(self.entry_cluster.view[live])
-        self._chunks.build(clusters, self.entry_slot.view[live], self.entry_cluster.view[live].astype(np.int64),
-                           self._weights())
+        # the entries' parts (`xrmeta.parts`): a catalogue saved before the split had one part per cluster
+        parts = a if "entry_part" in a else Parts.one_per_cluster(self.n_clusters, a["entry_cluster"])
+        self._parts = Parts(parts, self.n_clusters, live)
+        self._chunks = Chunks(self._parts.n_parts)
+        held = np.flatnonzero(live)
+        owner = self._parts.entry_part.view[held].astype(np.int64)
+        self._chunks.build(np.unique(owner), held, owner, self.entry_slot.view, self._weights())
         self._chunks.entry_next.extend(np.full(self.entry_slot.n, -1, dtype=np.int32))
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
         self.lock = threading.RLock()  # serialises writers (add, remove, compact, the model's save); queries never wait
@@ -120,8 +126,8 @@ class Catalog:
         """Make every slot written so far visible to queries that start from now on (one atomic assignment)."""
         leaf = LeafLayout(*self.observed, self.base_slot_ptr, self.w_ptr.buf, self.w_idx.buf, self.w_val.buf,
                           self.slot_bias.buf, self.slot_alive.buf, self.post, self.path_exponent)
-        self._state = _State(self.slot_alive.n, leaf, self._chunks.layout(self.entry_slot.buf), self._chunks.widest,
-                             self._memberships, self.ids)
+        inserted = InsertedLayout(*self._chunks.fields(self.entry_slot.buf), *self._parts.fields())
+        self._state = _State(self.slot_alive.n, leaf, inserted, self._chunks.widest, self._memberships, self.ids)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -155,6 +161,7 @@ class Catalog:
             "slot_cluster": slot_cluster.astype(np.int32),
             "entry_slot": np.zeros(0, dtype=np.int32),
             "entry_cluster": np.zeros(0, dtype=np.int32),
+            **Parts.one_per_cluster(n_clusters, np.zeros(0, dtype=np.int32)),
         }
         return cls(arrays, [ids[j] for j in order], n_features, post_processor, path_exponent)
 
@@ -197,14 +204,15 @@ class Catalog:
 
     # ------------------------------------------------------------ mutation
     def add(self, ids: list[str], clusters: np.ndarray, W: smat.csr_matrix, biases: np.ndarray,
-            before_change: Callable[[], None] | None = None) -> np.ndarray:
+            before_change: Callable[[], None] | None = None, split_size: int = 0) -> np.ndarray:
         """Append items, all visible to queries at once when this returns. Returns their slots.
 
         clusters: (n,) leaf clusters, or (n, m): up to m distinct clusters per item, best first, -1 padded after
         the first; an item in several clusters is scored in each of them that a query's beam reaches (its best
         score counts once). A bad batch, or a failure on the way (even out of memory), changes nothing.
         before_change runs once the batch is validated and stored out of sight, just before it is published (the
-        model logs it there); if it raises, nothing changes.
+        model logs it there); if it raises, nothing changes. split_size: a part of a cluster's inserted entries
+        holding more than this many splits in two (`xrmeta.parts`; 0: never), before the batch is published.
         """
         n = len(ids)
         clusters = np.asarray(clusters, dtype=np.int64)
@@ -236,7 +244,7 @@ class Catalog:
             first_entry = self.entry_slot.n
             grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.entry_slot,
                      self.entry_cluster, self.slot_alive)
-            marks, chunk_marks = [g.n for g in grown], self._chunks.marks()
+            marks, chunk_marks, part_marks = [g.n for g in grown], self._chunks.marks(), self._parts.marks()
             try:  # past the published slots and entries: no query reads these positions yet
                 self.w_idx.extend(W.indices.astype(np.int32))
                 self.w_val.extend(W.data)
@@ -246,14 +254,18 @@ class Catalog:
                 self.entry_slot.extend((first + entry_item).astype(np.int32))
                 self.entry_cluster.extend(entry_cluster.astype(np.int32))
                 self.slot_alive.extend(np.ones(n, dtype=bool))
-                self._chunks.add(first_entry, self.entry_slot.view, self.entry_cluster.view, self._weights(),
+                self._parts.take(self._parts.route(self.entry_slot.view[first_entry:], entry_cluster,
+                                                   self._weights(), self.n_features))
+                self._chunks.add(first_entry, self.entry_slot.view, self._parts.entry_part.view, self._weights(),
                                  self.slot_alive.view)
+                self._split(split_size)
                 if before_change is not None:
                     before_change()
             except BaseException:
                 for g, m in zip(grown, marks):
                     g.n = m
                 self._chunks.restore(chunk_marks)
+                self._parts.restore(part_marks)
                 raise
             stored_ids = [ids[i] for i in order]
             self.ids.extend(stored_ids)  # before publishing: a query maps every slot it returns to its id
@@ -279,6 +291,7 @@ class Catalog:
             self._state.leaf.slot_alive[slots] = False
             self.tombstones += int(_holds_storage(np.zeros(len(slots), bool), self.w_ptr.view, self.n_base,
                                                   slots).sum())
+            self._parts.drop(np.flatnonzero(np.isin(self.entry_slot.view, slots)))  # O(entries): removes are rare
 
     def compact(self, before_change: Callable[[], None] | None = None) -> bool:
         """Reclaim the storage of removed items (`compacted`) and publish it as one new state; returns whether
@@ -299,22 +312,41 @@ class Catalog:
             vars(self).update({k: v for k, v in vars(fresh).items() if k not in ("lock", "_local")})
             return True
 
+    def _split(self, split_size: int) -> None:
+        """Split every part holding more than split_size live entries, all at once, until none does (a half still
+        too large splits in the next round); the halves get fresh chunks."""
+        while len(full := self._parts.full(split_size)):
+            entries, owner = self._chunks.live_entries(full, self.entry_slot.view, self.slot_alive.view)
+            ends = np.cumsum(np.bincount(np.searchsorted(full, owner), minlength=len(full)))[:-1]
+            # the split depends on the set of a part's entries, not on its chunk's history: sorted
+            groups = [np.sort(g) for g in np.split(entries, ends)]
+            kept, moved, new = self._parts.split(full, groups, self.entry_slot.view, self._weights())
+            self._chunks.add_parts(len(new))
+            halves = kept + moved
+            owner = np.repeat(np.concatenate([full, new]), [len(h) for h in halves])
+            self._chunks.build(np.concatenate([full, new]), np.concatenate(halves), owner, self.entry_slot.view,
+                               self._weights())
+
     def _check_new_ids(self, ids: list[str]) -> None:
         if problem := new_ids_problem(ids, self.slot_of):
             raise CatalogError(f"add: {problem}")
 
     # ------------------------------------------------------------ search
     def search(self, X: smat.csr_matrix, upper, beam_size: int, k: int, subset: str = "all", threads: int = 1,
-               inserted_beam: int | None = None):
+               inserted_beam: int | None = None, split_probe: int = 1):
         """Top-k (slots, scores, ids) per query row of X: beam search down `upper` (a `tree.UpperLayers`) to its
         top-`beam_size` leaf clusters, then the items under them; all in one kernel call. subset: "all",
         "observed" (trained items) or "inserted". threads: -1 all cores, n >= 1 that many (`xrmeta.threads`).
         inserted_beam (>= beam_size, default beam_size): inserted items are scored in the top inserted_beam leaf
-        clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does. ids: the
-        slot -> id list of the state searched (slot -1: none found); map the slots with it, not with `self.ids`,
-        which a compaction may have replaced since."""
+        clusters (only the last layer keeps more), observed items in the top beam_size, as PECOS does.
+        split_probe (>= 1): parts scored in a cluster whose inserted items split (`xrmeta.parts`), the best by
+        their routers; a cluster with at most split_probe parts is scored whole. ids: the slot -> id list of the
+        state searched (slot -1: none found); map the slots with it, not with `self.ids`, which a compaction may
+        have replaced since."""
         self._check_search(subset, k)
         inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
+        if not isinstance(split_probe, (int, np.integer)) or split_probe < 1:
+            raise ValueError(f"split_probe must be an integer >= 1, got {split_probe!r}")
         n = resolve(threads)
         if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
             raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
@@ -325,7 +357,8 @@ class Catalog:
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
         slots, scores = run(search_topk, n, rows(X), upper.layout, st.leaf, st.inserted, beam, wide,
                             SUBSETS[subset], int(k), int(k) * st.memberships,
-                            max(self.max_cluster_size, upper.max_group_size, st.widest), n, self._scratch(n))
+                            max(self.max_cluster_size, upper.max_group_size, st.widest), n, self._scratch(n),
+                            int(split_probe))
         return slots, scores, st.ids
 
     @staticmethod
@@ -364,7 +397,7 @@ class Catalog:
             "base_slot_ptr": self.base_slot_ptr, "w_ptr": self.w_ptr.view, "w_idx": self.w_idx.view,
             "w_val": self.w_val.view, "slot_bias": self.slot_bias.view, "slot_alive": self.slot_alive.view,
             "slot_cluster": self.slot_cluster.view, "entry_slot": self.entry_slot.view,
-            "entry_cluster": self.entry_cluster.view,
+            "entry_cluster": self.entry_cluster.view, **self._parts.arrays(),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -385,6 +418,8 @@ class Catalog:
             raise CatalogError(f"{path}: unreadable ({e})") from None
         if "slot_next" in arrays and "entry_slot" not in arrays:
             arrays = _entries_from_slot_lists(arrays)
+        if "entry_part" not in arrays and "entry_cluster" in arrays and "base_slot_ptr" in arrays:
+            arrays.update(Parts.one_per_cluster(len(arrays["base_slot_ptr"]) - 1, arrays["entry_cluster"]))
         missing = sorted(set(LEAF_ARRAYS) - set(arrays))
         if missing:
             raise CatalogError(f"{path}: missing arrays {missing}")

@@ -9,7 +9,8 @@ argument (flat: numba's parallel loops cannot take a tuple nested in another):
   the observed items of a cluster. Its fields open both layouts below, which the kernels score alike;
 - `UpperLayout`: the layers above the leaves (`tree.UpperLayers`), read by the beam search;
 - `LeafLayout`: the leaf layer's observed items and every slot's item-major weights (`catalog.Catalog`);
-- `InsertedLayout`: the inserted items per cluster (`inserted.Chunks`).
+- `InsertedLayout`: the inserted items per part of a cluster, and the parts' routers (`inserted.Chunks`,
+  `parts.Parts`).
 
 Also here: the post-processor codes, the check of a beam size, and the check of a catalogue's saved arrays.
 """
@@ -150,20 +151,29 @@ class LeafLayout(NamedTuple):
 
 
 class InsertedLayout(NamedTuple):
-    """The inserted items per cluster (`xrmeta.inserted`): a feature-major chunk and an item-major tail."""
+    """The inserted items per *part* (`xrmeta.inserted`): a feature-major chunk and an item-major tail. Each
+    cluster's inserted entries are split into parts (`xrmeta.parts`); part c < clusters is cluster c's first.
+    A query scores every part of a cluster with at most `probe` parts, else the `probe` parts whose routers
+    (sparse rows) score highest against it."""
 
-    row_lo: np.ndarray  # (clusters,) chunk rows of cluster c: row_lo[c] .. row_hi[c]
+    row_lo: np.ndarray  # (parts,) chunk rows of part p: row_lo[p] .. row_hi[p]
     row_hi: np.ndarray
-    slot_lo: np.ndarray  # (clusters,) its slots: slots[slot_lo[c] .. slot_hi[c]]
+    slot_lo: np.ndarray  # (parts,) its slots: slots[slot_lo[p] .. slot_hi[p]]
     slot_hi: np.ndarray
     feats: np.ndarray  # per row: its feature
     row_ptr: np.ndarray  # per row r: postings row_ptr[r] .. row_ptr[r + 1]
-    local: np.ndarray  # per posting: position in the cluster's slot list
+    local: np.ndarray  # per posting: position in the part's slot list
     val: np.ndarray  # per posting: weight
     slots: np.ndarray
-    head: np.ndarray  # (clusters,) first tail entry, -1: none
+    head: np.ndarray  # (parts,) first tail entry, -1: none
     entry_slot: np.ndarray  # per entry: its slot
-    entry_next: np.ndarray  # per entry: the next (older) tail entry of its cluster, -1: none
+    entry_next: np.ndarray  # per entry: the next (older) tail entry of its part, -1: none
+    cluster_part_ptr: np.ndarray  # (clusters + 1,) int64: parts of cluster c: cluster_parts[ptr[c] .. ptr[c + 1]]
+    cluster_parts: np.ndarray  # int32, increasing within a cluster
+    router_lo: np.ndarray  # (parts,) int64: router of part p: router_idx/val[router_lo[p] .. router_hi[p]]
+    router_hi: np.ndarray
+    router_idx: np.ndarray  # int32 features
+    router_val: np.ndarray  # float32
 
 
 def check_beams(beam_size, wide, wide_name: str) -> int:
@@ -183,7 +193,8 @@ LEAF_ARRAYS = {
     "chunk_feat_ptr": np.int64, "chunk_feats": np.int32, "chunk_row_ptr": np.int64, "chunk_slot": np.int32,
     "chunk_val": np.float32, "base_slot_ptr": np.int64, "w_ptr": np.int64, "w_idx": np.int32,
     "w_val": np.float32, "slot_bias": np.float32, "slot_alive": np.bool_, "slot_cluster": np.int32,
-    "entry_slot": np.int32, "entry_cluster": np.int32,
+    "entry_slot": np.int32, "entry_cluster": np.int32, "entry_part": np.int32, "part_cluster": np.int32,
+    "router_ptr": np.int64, "router_idx": np.int32, "router_val": np.float32,
 }
 
 
@@ -209,7 +220,14 @@ def leaf_arrays_problem(a: dict, n_features: int) -> str | None:
         (lambda: ((entry >= n_base) & (entry < n)).all(), "entry_slot"),
         (lambda: _in_range(a["entry_cluster"], n_clusters), "entry_cluster"),
         (lambda: not _repeated_entries(entry, a["entry_cluster"]), "entries repeated"),
-        (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"]), "non-finite weights"),
+        (lambda: len(a["entry_part"]) == len(entry) and len(a["part_cluster"]) >= n_clusters
+         and (a["part_cluster"][:n_clusters] == np.arange(n_clusters)).all()
+         and _in_range(a["part_cluster"], n_clusters), "part_cluster"),
+        (lambda: _parts_of_entries(a["entry_part"], a["entry_cluster"], a["part_cluster"]), "entry_part"),
+        (lambda: len(a["router_ptr"]) == len(a["part_cluster"]) + 1 and _pointers(a["router_ptr"], len(a["router_idx"]))
+         and len(a["router_idx"]) == len(a["router_val"]) and _in_range(a["router_idx"], n_features), "router_ptr"),
+        (lambda: _finite(a["w_val"]) and _finite(a["slot_bias"]) and _finite(a["chunk_val"])
+         and _finite(a["router_val"]), "non-finite weights"),
     ]
     return next((what for ok, what in checks if not ok()), None)
 
@@ -218,6 +236,13 @@ def _repeated_entries(entry_slot: np.ndarray, entry_cluster: np.ndarray) -> bool
     """Whether some item has two entries in the same cluster (it would be scored twice there)."""
     key = entry_slot.astype(np.int64) * (int(entry_cluster.max(initial=0)) + 1) + entry_cluster
     return len(np.unique(key)) != len(key)
+
+
+def _parts_of_entries(entry_part: np.ndarray, entry_cluster: np.ndarray, part_cluster: np.ndarray) -> bool:
+    """Each entry is in a part of its own cluster, or in none (-1: its item was removed before its part split)."""
+    held = entry_part >= 0
+    return (entry_part.size == 0 or (entry_part.min() >= -1 and entry_part.max() < len(part_cluster))) and bool(
+        (part_cluster[entry_part[held]] == entry_cluster[held]).all())
 
 
 def _pointers(ptr: np.ndarray, end: int) -> bool:

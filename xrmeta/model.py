@@ -279,7 +279,8 @@ class XRMetaModel:
                 raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids {empty[:5]}")
             weights, biases, clusters = p.coldstart.synthesize(S, threads)
             record = {"op": "add", "slot": p.catalog.n_slots, "ids": ids, "titles": titles}
-            p.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record))
+            p.catalog.add(ids, clusters, weights, biases, modeldir.journal(self.log, record),
+                          p.configs.coldstart.split_size)
             p.titles.update(zip(ids, titles))
 
     def remove_items(self, ids: list[str]) -> None:
@@ -365,7 +366,7 @@ class XRMetaModel:
         if X.shape[1] != p.featurizer.n_features:
             raise ModelError(f"queries have {X.shape[1]} features, the model {p.featurizer.n_features}")
         wide = beam * p.configs.coldstart.inserted_beam_factor
-        return p.catalog.search(X, p.upper, beam, k, subset, threads, wide)
+        return p.catalog.search(X, p.upper, beam, k, subset, threads, wide, p.configs.coldstart.split_probe)
 
     def _beam_size(self, beam_size, configs: Configs | None = None) -> int:
         if beam_size is None:

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a query looks for inserted items in its top beam-size x this many leaf clusters (only "
                    "the last layer of the beam widens; trained items stay in the top beam-size, as in PECOS): "
                    "more queries reach new items, and scoring them costs about this many times more")
+    g.add_argument("--split-size", type=int, default=ColdStartConfig.split_size,
+                   help="a part of a leaf cluster's inserted items holding more than this many splits in two, each "
+                   "with a router (0: never split): queries then score only the best parts of a crowded cluster")
+    g.add_argument("--split-probe", type=int, default=ColdStartConfig.split_probe,
+                   help="parts a query scores in each leaf cluster whose inserted items split (those whose "
+                   "routers match it best; a cluster with at most this many parts is scored whole)")
     g.add_argument("--generator", choices=sorted(GENERATORS) + ["learned"], default="learned",
                    help="how a new classifier is made; 'learned' trains the generator after the tree")
     g.add_argument("--max-nnz", type=int, default=128, help="non-zero weights kept per synthesized classifier")
@@ -119,7 +125,8 @@ def main(argv=None) -> int:
             coldstart_config=ColdStartConfig(
                 k=args.k, selector=args.selector, max_postings=args.max_postings, n_candidates=args.n_candidates,
                 assign=args.assign, generator=args.generator, max_nnz=args.max_nnz,
-                clusters_per_item=args.clusters_per_item, inserted_beam_factor=args.inserted_beam_factor),
+                clusters_per_item=args.clusters_per_item, inserted_beam_factor=args.inserted_beam_factor,
+                split_size=args.split_size, split_probe=args.split_probe),
             threads=args.threads, verbose=not args.quiet, generator_config=generator_config,
             info={"dataset": args.dataset,
                   "split": {"novel_frac": args.novel_frac, "test_frac": args.test_frac, "seed": args.seed}},

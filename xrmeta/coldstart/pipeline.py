@@ -57,6 +57,11 @@ class ColdStartConfig:
     # each removal costs about (1 - f) / f slot copies and memory stays under 1 / (1 - f) of the live items':
     # 0.25 gives 3 copies per removal and at most 4/3 of the memory
     compact_at: float | None = 0.25
+    # leaf split (`xrmeta.parts`): a part of a leaf cluster's inserted items holding more than split_size live
+    # entries splits in two (0: never), and a query scores split_probe parts of each split cluster it reaches,
+    # those whose routers match it best (BENCHMARKS.md "lifecycle" measures both)
+    split_size: int = 256
+    split_probe: int = 2
 
     def validate(self) -> None:
         """Raise ValueError on a setting out of range or an unknown name."""
@@ -76,6 +81,10 @@ class ColdStartConfig:
             raise ValueError(f"clusters_per_item must be in [1, {MAX_CLUSTERS_PER_ITEM}], got {self.clusters_per_item}")
         if self.compact_at is not None and not 0 <= self.compact_at <= 1:
             raise ValueError(f"compact_at must be None or in [0, 1], got {self.compact_at!r}")
+        if not (isinstance(self.split_size, int) and self.split_size >= 0):
+            raise ValueError(f"split_size must be an integer >= 0 (0: never split), got {self.split_size!r}")
+        if not (isinstance(self.split_probe, int) and self.split_probe >= 1):
+            raise ValueError(f"split_probe must be an integer >= 1, got {self.split_probe!r}")
         check_generator(self.generator)
 
 

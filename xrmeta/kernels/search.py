@@ -189,6 +189,68 @@ def _drain(h_score, h_slot, size, n_base, tmp_score, tmp_slot, table, out_score,
 
 
 
+@njit(cache=True, inline="always")
+def _score_part(part, q_idx, q_val, dense_q, seen_q, parent, leaf, ins, acc, h_score, h_slot, size, cap):
+    """Push the live inserted entries of one part (its chunk, then its tail item by item; see `xrmeta.inserted`)
+    into the heap; returns its new size."""
+    post = leaf.post
+    slot_bias, slot_alive = leaf.slot_bias, leaf.slot_alive
+    j0 = ins.slot_lo[part]
+    j1 = ins.slot_hi[part]
+    if j1 > j0:
+        for j in range(j0, j1):
+            acc[j - j0] = slot_bias[ins.slots[j]]
+        _accumulate(q_idx, q_val, ins.row_lo[part], ins.row_hi[part], NO_MAP, ins.feats, ins.row_ptr, ins.local,
+                    ins.val, acc)
+        floor = _raw_floor(h_score, size, cap, parent, post)
+        for j in range(j0, j1):
+            s = ins.slots[j]
+            v = acc[j - j0]
+            if slot_alive[s] and v >= floor:
+                size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
+                floor = _raw_floor(h_score, size, cap, parent, post)
+    floor = _raw_floor(h_score, size, cap, parent, post)
+    e = ins.head[part]
+    while e >= 0:  # the tail: gather against the dense query, through the small filter seen_q
+        s = ins.entry_slot[e]
+        if slot_alive[s]:
+            v = slot_bias[s]
+            for p in range(leaf.w_ptr[s], leaf.w_ptr[s + 1]):
+                if seen_q[leaf.w_idx[p] & SEEN_MASK]:
+                    v += leaf.w_val[p] * dense_q[leaf.w_idx[p]]
+            if v >= floor:
+                size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
+                floor = _raw_floor(h_score, size, cap, parent, post)
+        e = ins.entry_next[e]
+    return size
+
+
+@njit(cache=True, inline="always")
+def _best_routers(ins, p0, p1, dense_q, seen_q, probe_score, probe_part):
+    """The len(probe_part) parts among cluster_parts[p0:p1] whose routers score highest against the dense query
+    (ties: the smaller part), best first, into probe_*; returns how many (all of them)."""
+    m = probe_part.shape[0]
+    n = 0
+    for j in range(p0, p1):
+        part = ins.cluster_parts[j]
+        v = np.float32(0.0)
+        for a in range(ins.router_lo[part], ins.router_hi[part]):
+            f = ins.router_idx[a]
+            if seen_q[f & SEEN_MASK]:
+                v += ins.router_val[a] * dense_q[f]
+        if n == m and v <= probe_score[m - 1]:  # parts come in increasing order: an equal score loses
+            continue
+        i = min(n, m - 1)
+        while i > 0 and probe_score[i - 1] < v:  # insertion into the sorted list
+            probe_score[i] = probe_score[i - 1]
+            probe_part[i] = probe_part[i - 1]
+            i -= 1
+        probe_score[i] = v
+        probe_part[i] = part
+        n = min(n + 1, m)
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _score_query(
     q_idx, q_val,  # one query, sorted feature indices
@@ -196,6 +258,7 @@ def _score_query(
     n_observed,  # observed items are scored in the first n_observed of them, inserted items in all
     leaf, ins,  # a `layout.LeafLayout` and a `layout.InsertedLayout`
     subset, acc, dense_q, seen_q, h_score, h_slot, tmp_score, tmp_slot, table, out_score, out_slot,
+    probe_score, probe_part,  # (probe,) scratch: a split cluster's best parts
 ):
     """The top-k (k = len(out_slot)) items of one query's beam clusters into out_*. The heap h_* holds k entries,
     or k * m when items are inserted into up to m clusters (then `_drain` drops the repeats).
@@ -221,34 +284,18 @@ def _score_query(
                 if slot_alive[s] and v >= floor:
                     size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
                     floor = _raw_floor(h_score, size, cap, parent, post)
-        if subset != 1:  # inserted items: the cluster's chunk, then its tail item by item (see `xrmeta.inserted`)
-            j0 = ins.slot_lo[c]
-            j1 = ins.slot_hi[c]
-            if j1 > j0:
-                for j in range(j0, j1):
-                    acc[j - j0] = slot_bias[ins.slots[j]]
-                _accumulate(q_idx, q_val, ins.row_lo[c], ins.row_hi[c], NO_MAP, ins.feats, ins.row_ptr, ins.local,
-                            ins.val, acc)
-                floor = _raw_floor(h_score, size, cap, parent, post)
-                for j in range(j0, j1):
-                    s = ins.slots[j]
-                    v = acc[j - j0]
-                    if slot_alive[s] and v >= floor:
-                        size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
-                        floor = _raw_floor(h_score, size, cap, parent, post)
-            floor = _raw_floor(h_score, size, cap, parent, post)
-            e = ins.head[c]
-            while e >= 0:  # the tail: gather against the dense query, through the small filter seen_q
-                s = ins.entry_slot[e]
-                if slot_alive[s]:
-                    v = slot_bias[s]
-                    for p in range(leaf.w_ptr[s], leaf.w_ptr[s + 1]):
-                        if seen_q[leaf.w_idx[p] & SEEN_MASK]:
-                            v += leaf.w_val[p] * dense_q[leaf.w_idx[p]]
-                    if v >= floor:
-                        size = _heap_push(h_score, h_slot, size, cap, transform(v, post) * parent, s)
-                        floor = _raw_floor(h_score, size, cap, parent, post)
-                e = ins.entry_next[e]
+        if subset != 1:  # inserted items: the cluster's parts (`xrmeta.parts`), all or the best `probe`
+            p0 = ins.cluster_part_ptr[c]
+            p1 = ins.cluster_part_ptr[c + 1]
+            if p1 - p0 <= probe_part.shape[0]:
+                for j in range(p0, p1):
+                    size = _score_part(ins.cluster_parts[j], q_idx, q_val, dense_q, seen_q, parent, leaf, ins, acc,
+                                       h_score, h_slot, size, cap)
+            else:
+                n_probe = _best_routers(ins, p0, p1, dense_q, seen_q, probe_score, probe_part)
+                for j in range(n_probe):
+                    size = _score_part(probe_part[j], q_idx, q_val, dense_q, seen_q, parent, leaf, ins, acc,
+                                       h_score, h_slot, size, cap)
     for a in range(nq):
         dense_q[q_idx[a]] = 0.0
         seen_q[q_idx[a] & SEEN_MASK] = False
@@ -257,15 +304,16 @@ def _score_query(
 
 
 @njit(cache=True, inline="always")
-def _leaf_scratch(k, heap, max_group_size):
-    """One thread's buffers for `_score_query`: group scores, heap, drain buffers and the repeat set (a power of
-    two above twice the heap)."""
+def _leaf_scratch(k, heap, max_group_size, probe):
+    """One thread's buffers for `_score_query`: group scores, heap, drain buffers, the repeat set (a power of
+    two above twice the heap), the query filter and the best parts of a split cluster."""
     size = 1
     while size < 2 * heap:
         size *= 2
     return (np.zeros(max_group_size, dtype=np.float32), np.empty(heap, dtype=np.float32),
             np.empty(heap, dtype=np.int64), np.empty(heap, dtype=np.float32), np.empty(heap, dtype=np.int64),
-            np.full(size, -1, dtype=np.int64), np.zeros(SEEN_MASK + 1, dtype=np.bool_))
+            np.full(size, -1, dtype=np.int64), np.zeros(SEEN_MASK + 1, dtype=np.bool_),
+            np.empty(probe, dtype=np.float32), np.empty(probe, dtype=np.int32))
 
 
 @njit(cache=True, inline="always")
@@ -334,7 +382,7 @@ def upper_beams(queries, upper, beam, last_beam, max_group_size, n_threads):
 
 @threads.parallel_and_serial(cache=True, nogil=True)
 def search_topk(queries, upper, leaf, ins, beam, inserted_beam, subset, k, heap, max_group_size, n_threads,
-                dense_q):
+                dense_q, probe):
     """The whole search in one call: beam search down the upper layers, then leaf scoring (`_score_query`) of the
     items under the chosen clusters. Returns (slots, scores), both (n, k); missing entries have slot -1.
 
@@ -344,7 +392,9 @@ def search_topk(queries, upper, leaf, ins, beam, inserted_beam, subset, k, heap,
     1 observed items only, 2 inserted items only. heap: k, or k * m for items inserted into up to m clusters.
     max_group_size: the most slots in any group the search scores (tree node's children, leaf cluster,
     inserted chunk). dense_q: (threads, n_features) zeroed scratch owned by the caller, one row per thread, left
-    zeroed: allocating and zeroing it per call would cost more than scoring one query at small beams.
+    zeroed: allocating and zeroing it per call would cost more than scoring one query at small beams. probe:
+    parts scored per cluster whose inserted items split (`xrmeta.parts`): all of them up to probe, else the
+    probe whose routers score best.
 
     A batch is searched in two passes: every query's beam first, then the leaf scoring in the order of the
     queries' best clusters, so that queries reading the same clusters follow each other and find them in cache
@@ -371,7 +421,8 @@ def search_topk(queries, upper, leaf, ins, beam, inserted_beam, subset, k, heap,
             _exponentiate(beam_score[i], n_beam[i], leaf.path_exponent)
     order = np.argsort(beam_cluster[:, 0], kind="mergesort") if n > 1 else np.zeros(n, dtype=np.int64)
     for t in prange(n_chunks):
-        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q = _leaf_scratch(k, heap, max_group_size)
+        acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q, probe_score, probe_part = _leaf_scratch(
+            k, heap, max_group_size, probe)
         for j in range(t * n // n_chunks, (t + 1) * n // n_chunks):
             i = order[j]
             nb = n_beam[i]
@@ -379,5 +430,5 @@ def search_topk(queries, upper, leaf, ins, beam, inserted_beam, subset, k, heap,
                 continue
             _score_query(x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], beam_cluster[i, :nb],
                          beam_score[i, :nb], beam, leaf, ins, subset, acc, dense_q[t], seen_q, h_score, h_slot,
-                         tmp_score, tmp_slot, table, out_score[i], out_slot[i])
+                         tmp_score, tmp_slot, table, out_score[i], out_slot[i], probe_score, probe_part)
     return out_slot, out_score
