@@ -24,16 +24,19 @@ from pathlib import Path
 from . import common as C
 
 ROOT = Path(__file__).resolve().parents[1]
-# per dataset, in the order the report shows them; after the first dataset's peers, the synthetic scale and
-# lifecycle checks; after its last section, the synthetic memory check.
-SECTIONS = ("grounding", "peers", "train_cost", "latency", "insertion", "selector", "generator_ablation")
-SYNTHETIC_ONLY = ("scale", "lifecycle", "memory")
+# per dataset, in the order the report shows them; after the first dataset's peers, the synthetic scale, lifecycle
+# and compaction checks; after its last section, the synthetic memory check.
+SECTIONS = ("grounding", "peers", "train_cost", "latency", "insertion", "swap", "selector", "generator_ablation")
+SYNTHETIC_ONLY = ("scale", "lifecycle", "compaction", "memory")
 ABOUT = {
     "peers": "recall vs latency against PECOS, omikuji, napkinXC, BM25 and MiniLM + hnswlib; build cost; zero-shot "
              "recall vs insertion cost",
     "scale": "query latency and insertion cost from 10^4 to 10^6 labels (synthetic)",
     "lifecycle": "query latency as inserted items outgrow the trained leaf clusters, with and without the leaf split; "
                  "its zero-shot accuracy on the real datasets",
+    "compaction": "compact() after removing half of 10^6 inserted items: time, RSS against a model that never held "
+                  "them, latency (synthetic)",
+    "swap": "retrain time, and the longest query in 4 threads while reload() swaps the retrained model in",
     "train_cost": "train time, model size, quality of the XR-Linear base",
     "latency": "xrmeta vs PECOS predict-only at beams 1, 10, 50, with a top-k equality check",
     "insertion": "items/s from title to searchable item, step breakdown",
@@ -110,8 +113,8 @@ def plan(datasets: list[str], scale: bool) -> list[tuple[str, str]]:
     """(section, dataset) in run order, which is also the order of the report."""
     steps = []
     for i, ds in enumerate(datasets):
-        steps += [("grounding", ds), ("peers", ds)] + ([("scale", "synthetic"), ("lifecycle", "synthetic")]
-                                                       if i == 0 and scale else [])
+        steps += [("grounding", ds), ("peers", ds)]
+        steps += [(s, "synthetic") for s in ("scale", "lifecycle", "compaction")] if i == 0 and scale else []
         steps += [(s, ds) for s in SECTIONS[2:]] + ([("memory", "synthetic")] if i == 0 else [])
     return steps
 
