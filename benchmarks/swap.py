@@ -82,8 +82,6 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="reloads, each with its own before/after window")
     p.add_argument("--before", type=float, default=8.0, help="seconds of queries before each reload")
     p.add_argument("--after", type=float, default=3.0, help="seconds of queries after each reload")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="gc.freeze() once the serving model is loaded and warm (what the README advises a service)")
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval (seconds) while measuring; default: Python's (0.005)")
     args = C.parse(p, argv, repeats=1, before=1.0, after=0.5)
@@ -106,29 +104,33 @@ def main(argv=None) -> int:
     serving.predict(queries[:50], beam_size=10)  # compiled and warm before anything is timed
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    if args.gc_freeze:  # a full collection then skips the imported modules' objects: ~0.1 s less of GIL held
-        gc.freeze()
     rows = []
-    for r in range(args.repeats):
-        if r:  # the same retrained model again, following the snapshot now served
-            modeldir.write(model, modeldir.staging_dir(folder),
-                           follows={"snapshot": serving._state.snapshot, "log_records": 0})
-        out = serve_and_swap(serving, queries, args.before, args.after)
-        C.log(f"repeat {r}: {out}")
-        if out["errors"]:
-            print(out["first_error"], file=sys.stderr)
-        rows.append([r, out["swapped"], out["errors"], out["queries"], out["median_before_ms"], out["p99_before_ms"],
-                     out["longest_before_ms"], out["during"], out["longest_during_ms"], out["ratio"], out["p99_after_ms"], out["reload_s"]])
+    # first as the process is, then after gc.freeze() (what the README advises a service): a full collection, which
+    # a reload's allocations set off, then skips the imported modules' objects (~0.1 s less of GIL held)
+    for frozen in (False, True):
+        if frozen:
+            gc.freeze()
+        for r in range(args.repeats):
+            if rows:  # the same retrained model again, following the snapshot now served
+                modeldir.write(model, modeldir.staging_dir(folder),
+                               follows={"snapshot": serving._state.snapshot, "log_records": 0})
+            out = serve_and_swap(serving, queries, args.before, args.after)
+            C.log(f"gc.freeze {frozen}, repeat {r}: {out}")
+            if out["errors"]:
+                print(out["first_error"], file=sys.stderr)
+            rows.append(["gc.freeze()" if frozen else "default", r, out["swapped"], out["errors"], out["queries"],
+                         out["median_before_ms"], out["p99_before_ms"], out["longest_before_ms"], out["during"],
+                         out["longest_during_ms"], out["ratio"], out["p99_after_ms"], out["reload_s"]])
+    gc.unfreeze()
     serving.log.close()
     n = len(model)
     body = "\n\n".join([
         C.text("swap", clicks=len(clicks), seconds=seconds, items=n, trained=model.catalog.n_base,
-               load=" ".join(load_avg), switch=args.switch_interval or sys.getswitchinterval(),
-               freeze="after loading" if args.gc_freeze else "not called"),
-        C.table(["repeat", "swapped", "errors", "queries", "median before ms", "p99 before ms", "longest before ms",
+               load=" ".join(load_avg), switch=args.switch_interval or sys.getswitchinterval()),
+        C.table(["gc", "repeat", "swapped", "errors", "queries", "median before ms", "p99 before ms", "longest before ms",
                  "overlapping reload",
                  "longest during ms", "longest / p99", "p99 after ms", "reload s"], rows,
-                ["", "", "", "", ".2f", ".2f", ".1f", "", ".1f", ".1f", ".2f", ".2f"]),
+                ["", "", "", "", "", ".2f", ".2f", ".1f", "", ".1f", ".1f", ".2f", ".2f"]),
     ])
     C.report("swap", args.dataset, body, started)
     return 0

@@ -145,7 +145,7 @@ class Chunks:
         self.widest = max(self.widest, int(count.max(initial=0)))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _link(head, tail_count, part, first_entry):
     """Push entries first_entry, first_entry + 1, ... (their parts given) at the heads of their parts' tails
     (head and tail_count updated in place); returns their next pointers."""
@@ -158,7 +158,7 @@ def _link(head, tail_count, part, first_entry):
     return next_
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _live_entries(parts, slot_lo, slot_hi, chunk_entries, head, entry_next, entry_slot, alive):
     """(entries, owner part) of the live entries of the given parts: each part's chunk, then its tail oldest
     first (entry order)."""
@@ -196,7 +196,7 @@ def _live_entries(parts, slot_lo, slot_hi, chunk_entries, head, entry_next, entr
     return out[:m], owner[:m]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _feature_major(slots, start, count, w_ptr, w_idx, w_val):
     """Per cluster (its slots: slots[start[i] : start[i] + count[i]]), the feature-major chunk of their item-major
     weights: rows (features, sorted) and postings (position in the cluster's slots, weight) in position order.

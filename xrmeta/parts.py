@@ -167,7 +167,7 @@ def two_means(W: smat.csr_matrix, seed: int) -> tuple[np.ndarray, list]:
     return side, routers
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two_means(ptr, idx, val, n_cols, first, iterations, min_share):
     """`two_means` on CSR rows (local columns 0..n_cols-1): (side, the two halves' normalised means (2, n_cols))."""
     n = ptr.shape[0] - 1
@@ -208,7 +208,7 @@ def _two_means(ptr, idx, val, n_cols, first, iterations, min_share):
     return side, centres
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _similarities(ptr, idx, x, centres, sims):
     for i in range(ptr.shape[0] - 1):
         for h in range(2):
@@ -218,7 +218,7 @@ def _similarities(ptr, idx, x, centres, sims):
             sims[i, h] = v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _means(ptr, idx, x, side, centres):
     """centres[h] = the normalised mean of the rows on side h (left as they were for an empty side)."""
     sums = np.zeros_like(centres)
@@ -251,7 +251,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _best_parts(slots, clusters, w_ptr, w_idx, w_val, cluster_part_ptr, cluster_parts, router_lo, router_hi,
                 router_idx, router_val, dense):
     """For each entry (slot, cluster), the part of the cluster whose router best matches the slot's classifier
