@@ -246,3 +246,24 @@ def test_raw_floor_never_skips_an_item_that_could_enter(post):
     heap[0] = 0.5
     assert _raw_floor(heap, 0, 1, 1.0, code) == -np.inf  # heap not full: nothing is skipped
     assert _raw_floor(heap, 1, 1, 0.4, code) == np.inf  # every score <= parent < the worst kept
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3, 1000])
+def test_inverted_index_keeps_each_features_largest_rows(keep):
+    """The selector's feature -> rows index equals scipy's transpose, truncated per feature to its `keep` largest
+    values with ties to the smaller row, rows in increasing order."""
+    from xrmeta.kernels.coldstart import inverted_index
+
+    Z = smat.random(300, 50, density=0.3, format="csr", dtype=np.float32, random_state=keep)
+    Z.data = np.round(Z.data * 4) / 4  # many ties
+    Z.sort_indices()
+    ptr, rows, vals = inverted_index(Z.indptr.astype(np.int64), Z.indices, Z.data, Z.shape[1], keep)
+    inv = Z.tocsc()
+    inv.sort_indices()
+    for f in range(Z.shape[1]):
+        r, v = inv.indices[inv.indptr[f] : inv.indptr[f + 1]], inv.data[inv.indptr[f] : inv.indptr[f + 1]]
+        if keep:
+            chosen = np.sort(np.lexsort((r, -v))[:keep])
+            r, v = r[chosen], v[chosen]
+        np.testing.assert_array_equal(rows[ptr[f] : ptr[f + 1]], r)
+        np.testing.assert_array_equal(vals[ptr[f] : ptr[f + 1]], v)

@@ -8,7 +8,7 @@ import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
 from .. import threads as thread_rule
-from ..kernels.coldstart import knn_topk
+from ..kernels.coldstart import inverted_index, knn_topk
 
 
 class Selector:
@@ -27,14 +27,9 @@ class Selector:
         self.Z = Z
         self.max_postings = max_postings
         self.n_candidates = n_candidates if max_postings else 0
-        inv = Z.tocsc()
-        inv.sort_indices()
-        if max_postings:
-            inv = _truncate_columns(inv, max_postings)
-        self.inv_ptr = inv.indptr.astype(np.int64)
-        self.inv_item = inv.indices.astype(np.int64)
-        self.inv_val = inv.data.astype(np.float32)
         self.z_ptr = Z.indptr.astype(np.int64)
+        self.inv_ptr, self.inv_item, self.inv_val = inverted_index(self.z_ptr, Z.indices, Z.data, Z.shape[1],
+                                                                   max_postings or 0)
 
     def without(self, items: np.ndarray) -> Selector:
         """A new selector over the same rows with those of `items` emptied (delisted observed items: never a
@@ -62,16 +57,6 @@ class Selector:
             knn_topk, n, Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
             self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates, n,
         )
-
-
-def _truncate_columns(M: smat.csc_matrix, keep: int) -> smat.csc_matrix:
-    """Keep each column's `keep` largest entries (impact-ordered truncation of posting lists)."""
-    col = np.repeat(np.arange(M.shape[1]), np.diff(M.indptr))
-    order = np.lexsort((-M.data, col))  # by column, largest first
-    rank = np.arange(len(order)) - M.indptr[col[order]]
-    kept = np.sort(order[rank < keep])  # back to CSC order
-    indptr = np.searchsorted(col[kept], np.arange(M.shape[1] + 1))
-    return smat.csc_matrix((M.data[kept], M.indices[kept], indptr), shape=M.shape)
 
 
 def neighbours_excluding(selector, titles, proxies: np.ndarray, k: int, extra: int = 16, threads: int = -1):

@@ -1,4 +1,4 @@
-"""Cold-start kernels: neighbour search (`knn_topk`), cluster vote, sparse mixing of weight vectors, and the
+"""Cold-start kernels: the inverted index and neighbour search (`inverted_index`, `knn_topk`), cluster vote, sparse mixing of weight vectors, and the
 learned generator's input features (`block_dots`, `item_tokens`).
 
 Kernels with a parallel loop are built parallel and serial (`xrmeta.threads`): call them with
@@ -29,6 +29,43 @@ def _scatter(idx, val, lo, hi, coef, dense, seen, stamp, touched, n_touched):
 
 
 # ---------------------------------------------------------------- neighbour search (exact, inverted index)
+@njit(cache=True, nogil=True)
+def inverted_index(z_ptr, z_idx, z_val, n_features, keep):
+    """The feature -> rows index of CSR rows Z (n x F): (ptr, rows int64, vals float32), each feature's rows in
+    increasing order; keep > 0 keeps only each feature's `keep` largest values (ties: the smaller row). Compiled
+    and GIL-free: scipy's transpose holds the GIL, and a model loaded while queries run (`reload`) must not."""
+    count = np.zeros(n_features + 1, dtype=np.int64)
+    for p in range(z_idx.shape[0]):
+        count[z_idx[p] + 1] += 1
+    full_ptr = np.cumsum(count)
+    rows = np.empty(z_idx.shape[0], dtype=np.int64)
+    vals = np.empty(z_idx.shape[0], dtype=np.float32)
+    fill = full_ptr[:-1].copy()
+    for r in range(z_ptr.shape[0] - 1):  # rows in order: each feature's rows come out sorted
+        for p in range(z_ptr[r], z_ptr[r + 1]):
+            f = z_idx[p]
+            rows[fill[f]] = r
+            vals[fill[f]] = z_val[p]
+            fill[f] += 1
+    if keep <= 0:
+        return full_ptr, rows, vals
+    ptr = np.zeros(n_features + 1, dtype=np.int64)
+    for f in range(n_features):
+        ptr[f + 1] = ptr[f] + min(full_ptr[f + 1] - full_ptr[f], keep)
+    out_rows = np.empty(ptr[n_features], dtype=np.int64)
+    out_vals = np.empty(ptr[n_features], dtype=np.float32)
+    for f in range(n_features):
+        lo, hi = full_ptr[f], full_ptr[f + 1]
+        if hi - lo <= keep:
+            out_rows[ptr[f] : ptr[f + 1]] = rows[lo:hi]
+            out_vals[ptr[f] : ptr[f + 1]] = vals[lo:hi]
+        else:
+            best = np.sort(np.argsort(-vals[lo:hi], kind="mergesort")[:keep])  # largest first, stable; row order
+            out_rows[ptr[f] : ptr[f + 1]] = rows[lo:hi][best]
+            out_vals[ptr[f] : ptr[f + 1]] = vals[lo:hi][best]
+    return ptr, out_rows, out_vals
+
+
 @threads.parallel_and_serial(cache=True, nogil=True)
 def knn_topk(q_ptr, q_idx, q_val, inv_ptr, inv_item, inv_val, z_ptr, z_idx, z_val, n_items, n_features, k,
              n_candidates, n_threads):
