@@ -186,7 +186,10 @@ def main(argv=None) -> int:
     runs = [run_section(s, ds, args, logs) for s, ds in steps]
     wall = time.time() - started
     if args.only:
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                  text=True).stdout.strip() or "unknown"
         note = C.text("run.only", command="python -m benchmarks.run " + " ".join(sys.argv[1:]), minutes=wall / 60,
+                      revision=revision,
                       date=f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", load=load,
                       sections=", ".join(f"{s} ({ds})" for s, ds in steps))
         args.out.write_text(splice(args.out.read_text(), runs, order, note))
