@@ -50,6 +50,7 @@ from .parts import Parts
 from .threads import resolve, run
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
+RECHUNK_MIN = 1 << 20  # dead chunk postings tolerated whatever the live ones (small catalogues never rebuild)
 MAX_K = 10_000  # results per query: bounds the (queries x k) result arrays a caller can make us allocate
 
 
@@ -106,11 +107,7 @@ class Catalog:
         # the entries' parts (`xrmeta.parts`): a catalogue saved before the split had one part per cluster
         parts = a if "entry_part" in a else Parts.one_per_cluster(self.n_clusters, a["entry_cluster"])
         self._parts = Parts(parts, self.n_clusters, live)
-        self._chunks = Chunks(self._parts.n_parts)
-        held = np.flatnonzero(live)
-        owner = self._parts.entry_part.view[held].astype(np.int64)
-        self._chunks.build(np.unique(owner), held, owner, self.entry_slot.view, self._weights())
-        self._chunks.entry_next.extend(np.full(self.entry_slot.n, -1, dtype=np.int32))
+        self._chunks = self._fresh_chunks()
         self._local = threading.local()  # per-thread scratch: concurrent queries must not share it
         self.lock = threading.RLock()  # serialises writers (add, remove, compact, the model's save); queries never wait
         self.ids = list(ids)
@@ -118,6 +115,15 @@ class Catalog:
         # dead slots whose storage `compact` would reclaim (the model compacts past a share of the slots)
         self.tombstones = int(_holds_storage(self.slot_alive.view, self.w_ptr.view, self.n_base).sum())
         self._publish()
+
+    def _fresh_chunks(self) -> Chunks:
+        """Every part's chunk built afresh from its live entries into new buffers, tails empty."""
+        held = np.flatnonzero(self.slot_alive.view[self.entry_slot.view])
+        owner = self._parts.entry_part.view[held].astype(np.int64)
+        chunks = Chunks(self._parts.n_parts)
+        chunks.build(np.unique(owner), held, owner, self.entry_slot.view, self._weights())
+        chunks.entry_next.extend(np.full(self.entry_slot.n, -1, dtype=np.int32))
+        return chunks
 
     def _weights(self) -> tuple:
         return self.w_ptr.view, self.w_idx.view, self.w_val.view
@@ -245,6 +251,7 @@ class Catalog:
             grown = (self.w_idx, self.w_val, self.w_ptr, self.slot_bias, self.slot_cluster, self.entry_slot,
                      self.entry_cluster, self.slot_alive)
             marks, chunk_marks, part_marks = [g.n for g in grown], self._chunks.marks(), self._parts.marks()
+            chunks = self._chunks
             try:  # past the published slots and entries: no query reads these positions yet
                 self.w_idx.extend(W.indices.astype(np.int32))
                 self.w_val.extend(W.data)
@@ -259,11 +266,17 @@ class Catalog:
                 self._chunks.add(first_entry, self.entry_slot.view, self._parts.entry_part.view, self._weights(),
                                  self.slot_alive.view)
                 self._split(split_size)
+                # a rebuilt chunk is appended (published layouts go on reading the old one), so dead chunk space
+                # grows with every rebuild and split: once it outweighs the live chunks, build them all afresh
+                # (amortised O(1) per posting appended; the old buffers go when the last query holding them ends)
+                if self._chunks.dead_postings() > max(self._chunks.live_postings(), RECHUNK_MIN):
+                    self._chunks = self._fresh_chunks()
                 if before_change is not None:
                     before_change()
             except BaseException:
                 for g, m in zip(grown, marks):
                     g.n = m
+                self._chunks = chunks
                 self._chunks.restore(chunk_marks)
                 self._parts.restore(part_marks)
                 raise

@@ -81,6 +81,15 @@ class Chunks:
         for g, n in zip(self._grown(), ns):
             g.n = n
 
+    def live_postings(self) -> int:
+        """Postings in the parts' current chunks."""
+        row_ptr = self.row_ptr.view
+        return int((row_ptr[self.row_hi] - row_ptr[self.row_lo]).sum())
+
+    def dead_postings(self) -> int:
+        """Postings of chunks since rebuilt or split: appended space that no part reads any more."""
+        return self.local.n - self.live_postings()
+
     def add_parts(self, n: int) -> None:
         """n more parts, empty (new arrays: published layouts keep theirs)."""
         zeros = np.zeros(n, dtype=np.int64)
