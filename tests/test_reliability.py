@@ -143,6 +143,19 @@ def test_queries_in_four_threads_while_a_thread_inserts_and_removes(model_dir, n
 
 
 # ---------------------------------------------------------------- crash during save
+# a child script's lines that make each durable step (fsync, rename) announce itself and wait for the parent
+PAUSE_AT_DURABLE_STEPS = r"""
+def pausing(name, fn):  # announce each durable step, then wait for the parent: it answers or kills us here
+    def step(*args):
+        print(name, *args, flush=True)
+        sys.stdin.readline()
+        return fn(*args)
+    return step
+
+persist.fsync_path = pausing("fsync", persist.fsync_path)
+os.rename = pausing("rename", os.rename)
+"""
+
 SAVE_CHILD = r"""
 import os, sys
 from xrmeta import persist
@@ -153,16 +166,7 @@ folder, items = sys.argv[1], sys.argv[2]
 titles = open(items, encoding="utf-8").read().split("\n")[:-1]
 model = XRMetaModel.load(folder)
 model.add_items(titles, [f"new{i}" for i in range(len(titles))])
-
-def pausing(name, fn):  # announce each durable step, then wait for the parent: it answers or kills us here
-    def step(*args):
-        print(name, *args, flush=True)
-        sys.stdin.readline()
-        return fn(*args)
-    return step
-
-persist.fsync_path = pausing("fsync", persist.fsync_path)
-os.rename = pausing("rename", os.rename)
+""" + PAUSE_AT_DURABLE_STEPS + r"""
 model.save(folder)
 print("saved", flush=True)
 """

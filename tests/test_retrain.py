@@ -21,7 +21,7 @@ from xrmeta.model import ColdStartConfig, XRMetaModel
 from xrmeta.tree import TreeConfig
 
 from .conftest import dir_digest
-from .test_reliability import child, kill_at
+from .test_reliability import PAUSE_AT_DURABLE_STEPS, child, kill_at
 
 SUFFIXES = [" – Édition Spéciale (Ø 13 mm)", ", Noir/Rouge", " pour Façade & Toit", ""]
 
@@ -289,16 +289,7 @@ from xrmeta.model import XRMetaModel
 folder = sys.argv[1]
 model = XRMetaModel.load(folder, log=True)
 model.add_items(["Lampe de poche LED – 300 lm (étanche)"], ["logged-after-cut"])
-
-def pausing(name, fn):  # announce each durable step, then wait for the parent: it answers or kills us here
-    def step(*args):
-        print(name, *args, flush=True)
-        sys.stdin.readline()
-        return fn(*args)
-    return step
-
-persist.fsync_path = pausing("fsync", persist.fsync_path)
-os.rename = pausing("rename", os.rename)
+""" + PAUSE_AT_DURABLE_STEPS + r"""
 model.reload()
 print("reloaded", flush=True)
 """
