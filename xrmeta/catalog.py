@@ -43,7 +43,7 @@ import scipy.sparse as smat
 
 from .data.xmc import new_ids_problem, preview
 from .inserted import Chunks, Growable
-from .kernels.search import search_topk
+from .kernels.search import leaf_topk, search_topk
 from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
                      leaf_arrays_problem, rows)
 from .parts import Parts
@@ -220,6 +220,24 @@ class Catalog:
         model logs it there); if it raises, nothing changes. split_size: a part of a cluster's inserted entries
         holding more than this many splits in two (`xrmeta.parts`; 0: never), before the batch is published.
         """
+        return self._append(ids, clusters, W, biases, before_change, split_size)
+
+    def replace(self, ids: list[str], W: smat.csr_matrix, biases: np.ndarray,
+                before_change: Callable[[], None] | None = None, split_size: int = 0) -> np.ndarray:
+        """Give live items new classifiers (weights W (n, F), biases (n,)): each gets a new inserted slot in the
+        clusters it is in, and its old slot (trained or inserted) is removed, both in the one state published when
+        this returns, so a query sees each item once, old or new. Returns the new slots. A trained item replaced
+        is an inserted item from then on (`subset="observed"` no longer returns it). Unknown or repeated ids
+        change nothing (CatalogError); before_change and split_size as in `add`."""
+        with self.lock:
+            problem = [i for i in ids if not isinstance(i, str) or i not in self.slot_of]
+            if problem or len(set(ids)) != len(ids):
+                raise CatalogError(f"replace: unknown or repeated item ids {preview(problem or ids)}")
+            old = np.array([self.slot_of[i] for i in ids], dtype=np.int64)
+            return self._append(ids, self.item_clusters(old), W, biases, before_change, split_size, old)
+
+    def _append(self, ids, clusters, W, biases, before_change, split_size, replacing=None) -> np.ndarray:
+        """`add`, or `replace` when replacing holds the items' old slots."""
         n = len(ids)
         clusters = np.asarray(clusters, dtype=np.int64)
         clusters = clusters.reshape(-1, 1) if clusters.ndim == 1 else clusters
@@ -241,7 +259,8 @@ class Catalog:
         W, clusters, biases = W[order], clusters[order], biases[order]
         W.sort_indices()
         with self.lock:
-            self._check_new_ids(ids)
+            if replacing is None:
+                self._check_new_ids(ids)
             first = self.n_slots
             # one entry per (item, cluster), grouped by cluster
             item, col = np.nonzero(clusters >= 0)
@@ -280,6 +299,11 @@ class Catalog:
                 self._chunks.restore(chunk_marks)
                 self._parts.restore(part_marks)
                 raise
+            if replacing is not None:  # a fresh alive buffer: published states keep the old one, unchanged
+                alive = self.slot_alive.buf.copy()
+                alive[replacing] = False
+                self.slot_alive.buf = alive
+                self._retire(replacing)
             stored_ids = [ids[i] for i in order]
             self.ids.extend(stored_ids)  # before publishing: a query maps every slot it returns to its id
             self.slot_of.update(zip(stored_ids, range(first, first + n)))
@@ -302,9 +326,12 @@ class Catalog:
                 before_change()
             slots = np.array([self.slot_of.pop(i) for i in ids], dtype=np.int64)
             self._state.leaf.slot_alive[slots] = False
-            self.tombstones += int(_holds_storage(np.zeros(len(slots), bool), self.w_ptr.view, self.n_base,
-                                                  slots).sum())
-            self._parts.drop(np.flatnonzero(np.isin(self.entry_slot.view, slots)))  # O(entries): removes are rare
+            self._retire(slots)
+
+    def _retire(self, slots: np.ndarray) -> None:
+        """Bookkeeping of slots just marked dead: their storage awaits `compact`, their entries leave their parts."""
+        self.tombstones += int(_holds_storage(np.zeros(len(slots), bool), self.w_ptr.view, self.n_base, slots).sum())
+        self._parts.drop(np.flatnonzero(np.isin(self.entry_slot.view, slots)))  # O(entries): removes are rare
 
     def compact(self, before_change: Callable[[], None] | None = None) -> bool:
         """Reclaim the storage of removed items (`compacted`) and publish it as one new state; returns whether
@@ -373,6 +400,25 @@ class Catalog:
                             max(self.max_cluster_size, upper.max_group_size, st.widest), n, self._scratch(n),
                             int(split_probe))
         return slots, scores, st.ids
+
+    def search_clusters(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all",
+                        split_probe: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (slots, scores) per query row of X among the items of the given leaf clusters, no beam search:
+        beams (n, n_clusters), each row's clusters with the path score to use for them (1: the items' own
+        scores). One thread. The slots are the current state's (no compaction may run in between)."""
+        self._check_search(subset, k)
+        if X.shape[1] != self.n_features or beams.shape != (X.shape[0], self.n_clusters):
+            raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features "
+                             f"and {self.n_clusters} clusters")
+        beams = smat.csr_matrix(beams, dtype=np.float32)
+        if beams.nnz and (beams.indices.min() < 0 or beams.indices.max() >= self.n_clusters):
+            raise ValueError(f"beam clusters in [0, {self.n_clusters}) only")
+        if not np.isfinite(beams.data).all():
+            raise ValueError("beam scores must be finite (no NaN or inf)")
+        X = self._checked_queries(smat.csr_matrix(X, dtype=np.float32))
+        st = self._state
+        return leaf_topk(rows(X), rows(beams), st.leaf, st.inserted, SUBSETS[subset], int(k), int(k) * st.memberships,
+                         max(self.max_cluster_size, st.widest, 1), self._scratch(1)[0], int(split_probe))
 
     @staticmethod
     def _check_search(subset: str, k: int) -> None:

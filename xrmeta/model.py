@@ -37,6 +37,7 @@ from .coldstart.generate import Calibration
 from .coldstart.pipeline import (ASSIGNERS, AUTO, SELECTORS, ColdStartConfig, calibrate, fit_trust, needs_training,
                                  served_leaf)
 from .coldstart.training import import_torch
+from .data.xmc import preview
 from .errors import ModelError
 from .featurize import Featurizer, FeaturizerConfig
 from .ground import TitleTrust
@@ -72,6 +73,7 @@ class ModelState(NamedTuple):
     title_trust: TitleTrust
     info: dict
     titles: dict  # id -> title of the live inserted items (what a retrain trains them on); writers keep it
+    clicks: list  # (query, id, weight) of every feedback click since training (a retrain trains on them)
     source: Path | None  # the model directory this was loaded from (None: fresh from training)
     snapshot: str | None  # that directory's snapshot id (`modeldir.snapshot_id`) when loaded or last saved there
     tmp: tempfile.TemporaryDirectory | None  # keeps a fresh model's workdir alive
@@ -96,7 +98,7 @@ class XRMetaModel:
                  selector: Selector, label_slot: np.ndarray, configs: Configs, calibration: Calibration,
                  info: dict, tmp: tempfile.TemporaryDirectory | None = None, title_trust: TitleTrust | None = None,
                  generator: Generator | None = None, titles: dict | None = None, source: Path | None = None,
-                 snapshot: str | None = None):
+                 snapshot: str | None = None, clicks: list | None = None):
         workdir = Path(workdir)
         if generator is None:
             generator = make_generator(configs.coldstart.generator, calibration, workdir, selector.Z,
@@ -105,7 +107,7 @@ class XRMetaModel:
                               configs.tree.threshold, calibration, generator)
         self._state = ModelState(workdir, featurizer, upper, catalog, coldstart, label_slot, configs,
                             title_trust or TitleTrust.pecos(configs.tree.post_processor), info, dict(titles or {}),
-                            source, snapshot, tmp)
+                            [tuple(c) for c in clicks or ()], source, snapshot, tmp)
         self._pecos = None
         self._writes = threading.RLock()  # serialises add_items, remove_items, save and reload; queries never wait
         self.log: persist.ItemLog | None = None  # set by load(log=True): add/remove calls are logged there first
@@ -284,6 +286,46 @@ class XRMetaModel:
                           p.configs.coldstart.split_size)
             p.titles.update(zip(ids, titles))
 
+    def add_feedback(self, query_texts: list[str], item_ids: list[str], weights=None, threads: int = -1) -> None:
+        """Take n clicks: query_texts[i] led to the live item item_ids[i] (trained or inserted), with weights[i] > 0
+        (default 1) scaling its effect. Each clicked item's classifier moves toward its clicks' queries, by the
+        smallest step that lets it outscore the other items of its leaf clusters for them, capped per click
+        (`coldstart.feedback`), and is visible to the next query. A clicked trained item is served from the
+        inserted layer from then on (`subset="observed"` no longer returns it). The clicks are kept for
+        `xrmeta-retrain`. threads: -1 = all cores, n >= 1, for featurizing.
+
+        The whole batch is checked first: an unknown or removed id, an empty query, one with no n-gram the model
+        knows, or a bad weight changes nothing, in memory or on disk. Thread-safe and logged like add_items.
+        """
+        queries, ids = _as_list(query_texts, "query_texts"), _as_list(item_ids, "item_ids")
+        resolve(threads)
+        weights = np.ones(len(ids)) if weights is None else np.asarray(_as_list(weights, "weights"), dtype=float)
+        if not len(queries) == len(ids) == len(weights):
+            raise ModelError(f"add_feedback: {len(queries)} queries, {len(ids)} ids, {len(weights)} weights")
+        if not (np.isfinite(weights).all() and (weights > 0).all()):
+            raise ModelError("add_feedback: weights must be finite and > 0")
+        with self._writes:
+            p = self._state
+            unknown = [i for i in ids if not isinstance(i, str) or i not in p.catalog.slot_of]
+            if unknown:
+                raise ModelError(f"add_feedback: unknown or removed item ids {preview(unknown)}")
+            bad = [(problem, i) for i, q in zip(ids, queries) if (problem := title_problem(q, "query"))]
+            if bad:
+                raise ModelError(f"add_feedback: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+            if not ids:
+                return
+            X = p.featurizer.transform(queries, threads=threads)
+            empty = [ids[i] for i in np.flatnonzero(np.diff(X.indptr) == 0)]
+            if empty:
+                raise ModelError(f"add_feedback: queries share no n-gram with the vocabulary, ids {empty[:5]}")
+            slots = np.array([p.catalog.slot_of[i] for i in ids], dtype=np.int64)
+            items, W, biases = p.coldstart.refine(X, slots, weights)
+            record = {"op": "feedback", "slot": p.catalog.n_slots, "ids": ids, "queries": queries,
+                      "weights": weights.tolist()}
+            p.catalog.replace([p.catalog.ids[s] for s in items], W, biases, modeldir.journal(self.log, record),
+                              p.configs.coldstart.split_size)
+            p.clicks.extend(zip(queries, ids, weights.tolist()))
+
     def remove_items(self, ids: list[str]) -> None:
         """Delist items (trained or inserted) by id; they never come back in results. An unknown id: nothing
         removed (CatalogError).
@@ -305,6 +347,9 @@ class XRMetaModel:
             p.catalog.remove(ids, modeldir.journal(self.log, {"op": "remove", "ids": ids}))
             for i in ids:
                 p.titles.pop(i, None)
+            if p.clicks:
+                gone = set(ids)
+                p.clicks[:] = [c for c in p.clicks if c[1] not in gone]
             at = p.configs.coldstart.compact_at
             if auto_compact and at and p.catalog.tombstones > at * p.catalog.n_slots:
                 self.compact()
@@ -501,16 +546,16 @@ def _csr_topk(P: smat.csr_matrix, k: int, col_map: np.ndarray):
 MAX_TITLE_CHARS = 4096  # a product title, not a document: longer ones are rejected (the log stores every title)
 
 
-def title_problem(title) -> str | None:
-    """Why a new item's title is unusable (a str saying so), or None."""
+def title_problem(title, what: str = "title") -> str | None:
+    """Why a new item's title (or another text: what names it) is unusable (a str saying so), or None."""
     if not isinstance(title, str) or not title.strip():
-        return "empty or non-string title"
+        return f"empty or non-string {what}"
     if len(title) > MAX_TITLE_CHARS:
-        return f"title longer than {MAX_TITLE_CHARS} characters"
+        return f"{what} longer than {MAX_TITLE_CHARS} characters"
     try:
         title.encode("utf-8")
     except UnicodeEncodeError:
-        return "title is not valid Unicode (lone surrogates, as from undecodable bytes)"
+        return f"{what} is not valid Unicode (lone surrogates, as from undecodable bytes)"
     return None
 
 

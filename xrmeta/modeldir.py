@@ -8,10 +8,12 @@ Every file is written by `write`, atomically (see `persist`):
   selector.npz       observed items' representations for neighbour search
   generator.npz      the learned generator's parameters (when it is the model's generator)
   titles.json        {id: title} of the live inserted items (a retrain trains on them; the log has them until a save)
+  clicks.json        [query, id, weight] of the feedback clicks on live items since training (`add_feedback`;
+                     a retrain trains on them)
   train/             the training queries, clicks and trained items' titles (`trainset`), for `xrmeta-retrain`
   xlinear/           only with `train(..., keep_pecos=True)`: the trained PECOS model, the peer to compare with
                      (a directory saved by an older xrmeta has it, and keeps it on every later save)
-  items.log          inserts, removals and compactions since the last save, replayed on load (written under
+  items.log          inserts, feedback, removals and compactions since the last save, replayed on load (written under
                      `load(log=True)`). Every compaction is logged, remove_items' automatic ones too, and replay
                      compacts exactly where the log says (never on its own): the slots it gives do not depend on
                      the compaction setting of the process that wrote the log
@@ -47,6 +49,7 @@ FORMAT_VERSION = 2  # 2: config.json carries a manifest (size, sha256 of every f
 PECOS_DIR = "xlinear"
 UNCHANGING = ("featurizer", PECOS_DIR, "upper", trainset.DIR)  # parts that never change after training
 TITLES = "titles.json"
+CLICKS = "clicks.json"
 STAGING = ".next"  # suffix of the staging sibling a retrain writes while a process serves the directory
 
 
@@ -90,6 +93,7 @@ def write(model, folder: str | Path, follows: dict | None = None) -> None:
             p.catalog.save(out)
             live = {i: t for i, t in p.titles.items() if i in p.catalog.slot_of}
             (out / TITLES).write_text(json.dumps(live, ensure_ascii=False), encoding="utf-8")
+            (out / CLICKS).write_text(json.dumps(p.clicks, ensure_ascii=False), encoding="utf-8")
             Z = p.coldstart.selector.Z
             np.savez(out / "selector.npz", indptr=Z.indptr, indices=Z.indices, data=Z.data,
                      shape=np.array(Z.shape), label_slot=p.label_slot)
@@ -135,21 +139,25 @@ def read(cls, folder: str | Path, log: bool = False):
     with np.load(folder / "selector.npz") as z:
         Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         label_slot = z["label_slot"]
-    titles = {}
-    if (folder / TITLES).exists():  # saved before inserted items' titles were kept: a retrain will say so
-        try:
-            titles = json.loads((folder / TITLES).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelError(f"{folder / TITLES}: unreadable ({e})") from None
     model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                calibration, config["info"], title_trust=trust, titles=titles, source=folder,
-                snapshot=snapshot_id(config, folder))
+                calibration, config["info"], title_trust=trust, titles=_read_json(folder / TITLES, {}), source=folder,
+                snapshot=snapshot_id(config, folder), clicks=_read_json(folder / CLICKS, []))
     _replay_log(model, folder, log)
     if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
         if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
             model.log.close()
         raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
     return model
+
+
+def _read_json(path: Path, missing):
+    """A JSON file of the directory; `missing` when absent (saved before xrmeta kept it: a retrain will say so)."""
+    if not path.exists():
+        return missing
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable ({e})") from None
 
 
 def journal(log: persist.ItemLog | None, record: dict):
@@ -190,6 +198,14 @@ def replay(model, records: list[dict], where: Path, exact: bool = True) -> list[
             elif op == "remove":  # an exact replay compacts only where the log says (the next record)
                 rec = dict(rec, ids=[i for i in rec["ids"] if exact or i in model])
                 model._remove(rec["ids"], auto_compact=not exact)
+            elif op == "feedback":
+                if exact and rec.get("slot") != model.catalog.n_slots:
+                    raise ModelError(f"feedback at slot {rec.get('slot')}, the replay has {model.catalog.n_slots} "
+                                     f"slots")
+                keep = [j for j, i in enumerate(rec["ids"]) if exact or i in model]
+                rec = dict(rec, slot=model.catalog.n_slots, **{f: [rec[f][j] for j in keep]
+                                                               for f in ("ids", "queries", "weights")})
+                model.add_feedback(rec["queries"], rec["ids"], rec["weights"])
             elif op == "compact":  # another snapshot's slots mean nothing to a semantic replay
                 if exact:
                     if rec.get("slot") != model.catalog.n_slots:

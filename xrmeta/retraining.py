@@ -1,7 +1,7 @@
 """Retrain a saved model on its training clicks plus new ones, and hand the result to the process serving it.
 
 `retrain(folder, clicks)` reads the model directory (snapshot + log: the *cut*), trains a new model with the same
-configs on the original clicks plus the new ones, over the titles of every live item, then folds in what was
+configs on the original clicks plus the new ones and the feedback clicks the model took (`add_feedback`), over the titles of every live item, then folds in what was
 logged in the directory while it trained. Which items the new tree trains on:
 - every live trained item, and every live inserted item that has a new click: they become trained items;
 - an inserted item without clicks too, when the tree trains on titles (`TreeConfig.title_weight` > 0): its
@@ -45,6 +45,7 @@ def retrain(folder: str | Path, clicks: list[tuple[str, str]], threads: int = -1
         raise ModelError(f"{len(unknown)} clicked ids are not live items of {folder} (unknown or removed): "
                          f"{preview(unknown)}")
     ts = training or trainset.read(folder / trainset.DIR)
+    clicks = list(clicks) + [(q, i) for q, i, _ in p.clicks]  # the feedback since training (`add_feedback`)
     queries, Y, ids, titles, later = _training_set(ts, base, clicks)
     info = {k: v for k, v in p.info.items() if k in ("dataset", "split")}
     info["retrain"] = {"from_snapshot": p.snapshot, "new_clicks": len(clicks),

@@ -18,6 +18,7 @@ import scipy.sparse as smat
 from ..errors import ModelError
 from ..ground import TitleTrust
 from .assign import assign_centroid, assign_centroid_left_out, assign_vote, leaf_centroids
+from .feedback import refine
 from .generate import GENERATORS, Calibration, Generator, check_generator, fit_calibration, make_generator, synthesize
 from .learned import LearnedConfig, LearnedGenerator
 from .select import Selector, neighbours_excluding
@@ -151,11 +152,21 @@ class ColdStart:
                  threads: int = -1) -> tuple[smat.csr_matrix, np.ndarray]:
         """Sparse classifier weights (CSR float32, n x F) and biases (n,) of new items, pruned like the trained
         ones: |w| >= threshold, at most max_nnz non-zeros."""
-        cs = self.config
-        threshold = self.tree_threshold if cs.threshold is None else cs.threshold
         c = self.catalog
         return synthesize(self.generator.plan(S, nbrs, sims, threads), nbrs, c.slot_bias.view, c.w_ptr.view,
-                          c.w_idx.view, c.w_val.view, S, threshold, cs.max_nnz, self.feature_block, threads)
+                          c.w_idx.view, c.w_val.view, S, self.threshold, self.config.max_nnz, self.feature_block,
+                          threads)
+
+    def refine(self, X: smat.csr_matrix, slots: np.ndarray,
+               weights: np.ndarray) -> tuple[np.ndarray, smat.csr_matrix, np.ndarray]:
+        """New classifiers for clicked items (`feedback.refine`): (their slots, unique in first-click order; weights
+        CSR (u, F); biases (u,)) from the clicks' query rows X (n, F), the clicked slots (n,) and weights (n,)."""
+        return refine(self.catalog, X, slots, weights, self.threshold, self.config.max_nnz)
+
+    @property
+    def threshold(self) -> float:
+        """Pruning of synthesized and refined weights: the config's, else the tree's."""
+        return self.tree_threshold if self.config.threshold is None else self.config.threshold
 
     @property
     def centroids(self) -> smat.csr_matrix:

@@ -380,6 +380,28 @@ def upper_beams(queries, upper, beam, last_beam, max_group_size, n_threads):
     return out_cluster, out_score
 
 
+@njit(cache=True, nogil=True)
+def leaf_topk(queries, beams, leaf, ins, subset, k, heap, max_group_size, dense_q, probe):
+    """Leaf scoring alone (`_score_query`) for given beams: each query row's leaf clusters with their path scores
+    (a `layout.Rows`), all of them scored for observed and inserted items alike. Returns (slots, scores), both
+    (n, k), slot -1 padded. dense_q: (n_features,) zeroed scratch, left zeroed."""
+    x_ptr, x_idx, x_val = queries
+    b_ptr, b_idx, b_val = beams
+    n = x_ptr.shape[0] - 1
+    out_slot = np.full((n, k), -1, dtype=np.int64)
+    out_score = np.zeros((n, k), dtype=np.float32)
+    acc, h_score, h_slot, tmp_score, tmp_slot, table, seen_q, probe_score, probe_part = _leaf_scratch(
+        k, heap, max_group_size, probe)
+    for i in range(n):
+        nb = b_ptr[i + 1] - b_ptr[i]
+        b_score = b_val[b_ptr[i] : b_ptr[i + 1]].copy()
+        _exponentiate(b_score, nb, leaf.path_exponent)
+        _score_query(x_idx[x_ptr[i] : x_ptr[i + 1]], x_val[x_ptr[i] : x_ptr[i + 1]], b_idx[b_ptr[i] : b_ptr[i + 1]],
+                     b_score, nb, leaf, ins, subset, acc, dense_q, seen_q, h_score, h_slot, tmp_score, tmp_slot,
+                     table, out_score[i], out_slot[i], probe_score, probe_part)
+    return out_slot, out_score
+
+
 @threads.parallel_and_serial(cache=True, nogil=True)
 def search_topk(queries, upper, leaf, ins, beam, inserted_beam, subset, k, heap, max_group_size, n_threads,
                 dense_q, probe):
