@@ -9,10 +9,10 @@ import numpy as np
 # the library's other names the sections use: each import is the one line to change when its module moves
 from xrmeta.coldstart import Selector  # noqa: F401
 from xrmeta import LearnedConfig
-from xrmeta.data import data_home, new_ids_problem, split_for  # noqa: F401
+from xrmeta.data import EvalSet, data_home, new_ids_problem, split_for  # noqa: F401
 from xrmeta.cli.train import main as train_cli  # noqa: F401  (`python -m xrmeta.train`)
-from xrmeta.evaluation import (bm25, evaluate_model, evaluate_sets, slot_columns, slots_to_scores,  # noqa: F401
-                               title_tfidf)
+from xrmeta.evaluation import (bm25, evaluate_model, evaluate_set, evaluate_sets, id_columns,  # noqa: F401
+                               slot_columns, slots_to_scores, title_tfidf)
 
 DATA_DIR = data_home()
 

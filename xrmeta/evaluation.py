@@ -58,11 +58,14 @@ def insert_novel(model: XRMetaModel, data: XMCData, split: ZeroShotSplit, thread
 def evaluate_sets(predict, data: XMCData, split: ZeroShotSplit, slot_col: np.ndarray | None = None,
                   k: int = 100) -> dict:
     """{set name: metrics} for a predict(texts, subset, k) -> (slots, scores) function."""
-    out = {}
-    for es in split.eval_sets():
-        slots, scores = predict([data.query_texts[i] for i in es.queries], SUBSET_OF_SET[es.name], k)
-        out[es.name] = evaluate_scores(es.Y, _restrict(slots_to_scores(slots, scores, slot_col, data.n_items), es))
-    return out
+    return {es.name: evaluate_set(predict, data, es, SUBSET_OF_SET[es.name], slot_col, k) for es in split.eval_sets()}
+
+
+def evaluate_set(predict, data: XMCData, es: EvalSet, subset: str, slot_col: np.ndarray | None = None,
+                 k: int = 100) -> dict:
+    """Metrics of a predict function on one test set, searching `subset` and ranking the set's candidates only."""
+    slots, scores = predict([data.query_texts[i] for i in es.queries], subset, k)
+    return evaluate_scores(es.Y, _restrict(slots_to_scores(slots, scores, slot_col, data.n_items), es))
 
 
 def _restrict(S: smat.csr_matrix, es: EvalSet) -> smat.csr_matrix:
