@@ -25,6 +25,7 @@ setup(
             "xrmeta-predict=xrmeta.cli.predict:main",
             "xrmeta-evaluate=xrmeta.cli.evaluate:main",
             "xrmeta-retrain=xrmeta.cli.retrain:main",
+            "xrmeta-add-feedback=xrmeta.cli.add_feedback:main",
         ],
     },
     extras_require={

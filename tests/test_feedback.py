@@ -3,6 +3,7 @@ bad input changes nothing; the log replays it after a kill; queries run during i
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from xrmeta import persist
+from xrmeta.cli import add_feedback as feedback_cli
 from xrmeta.model import ModelError, XRMetaModel
 
-from .conftest import assert_unchanged, clone, snapshot
+from .conftest import assert_unchanged, clone, dir_digest, snapshot
 from .test_reliability import child
 
 
@@ -87,7 +89,6 @@ def test_a_trained_item_moves_to_the_inserted_layer(trained, data, split):
     (["Perceuse sans fil"], ["no-such-item"], None, "unknown or removed"),
     (["   "], None, None, "empty or non-string query"),
     ([None], None, None, "empty or non-string query"),
-    (["\t#@!"], None, None, "no n-gram"),
     (["Perceuse sans fil"], None, [0.0], "weights must be finite and > 0"),
     (["Perceuse sans fil"], None, [float("nan")], "weights must be finite and > 0"),
     (["Perceuse sans fil", "Scie"], None, None, "2 queries, 1 ids"),
@@ -105,6 +106,14 @@ def test_bad_feedback_changes_nothing(saved_dir, novel, tmp_path, queries, ids, 
     assert_unchanged(model.catalog, before)
     assert (folder / persist.LOG).read_bytes() == log and not model._state.clicks
     model.log.close()
+
+
+def test_a_query_of_unknown_words_is_kept_and_moves_nothing(with_novel, novel):
+    model = clone(with_novel)
+    before = snapshot(model.catalog)
+    model.add_feedback(["\t#@!", "Ǆǅǆ ǉǊ"], novel[1][:2])
+    assert model.catalog.n_slots == len(before[1])  # no classifier moved
+    assert [c[:2] for c in model._state.clicks] == [("\t#@!", novel[1][0]), ("Ǆǅǆ ǉǊ", novel[1][1])]
 
 
 def test_removed_item_gets_no_feedback(with_novel, novel):
@@ -207,3 +216,37 @@ def test_queries_in_4_threads_during_feedback(with_novel, clicks):
     for w in workers:
         w.join()
     assert not errors and rounds[0] >= 4
+
+
+def test_cli_takes_clicks_and_saves(saved_dir, novel, clicks, tmp_path, capsys):
+    folder = tmp_path / "model"
+    model = XRMetaModel.load(saved_dir)
+    model.add_items(*novel)
+    model.save(folder)
+    path = tmp_path / "clicks.tsv"
+    path.write_text("".join(f"  {q.title()} \t{i}\n" for q, i in zip(*clicks)) + "\n", encoding="utf-8")
+    assert feedback_cli.main(["--model-dir", str(folder), "--clicks", str(path), "--batch-size", "7",
+                              "--threads", "1"]) == 0
+    assert f"took {len(clicks[1])} clicks" in capsys.readouterr().err
+    saved = XRMetaModel.load(folder)
+    assert [c[1] for c in saved._state.clicks] == clicks[1]
+    model.add_feedback([q.title() for q in clicks[0]], clicks[1])  # the same clicks in one call
+    queries = clicks[0][:30]
+    np.testing.assert_array_equal(saved.predict(queries).ids[:, 0], model.predict(queries).ids[:, 0])
+
+
+@pytest.mark.parametrize("content, match", [
+    ("Perceuse sans fil\n", "line 1: expected 'query<TAB>item_id', found 1 field"),
+    ("  \t{live}\n", "line 1: empty or non-string query"),
+    ("Vis à bois\tno-such-id\n", "1 clicked ids are not live items .*'no-such-id'"),
+    ("\n", "no clicks"),
+])
+def test_cli_bad_clicks_change_nothing(saved_dir, novel, tmp_path, capsys, content, match):
+    folder = tmp_path / "model"
+    shutil.copytree(saved_dir, folder)
+    path = tmp_path / "clicks.tsv"
+    path.write_text(content.format(live=XRMetaModel.load(folder).catalog.ids[0]), encoding="utf-8")
+    before = dir_digest(folder)
+    assert feedback_cli.main(["--model-dir", str(folder), "--clicks", str(path)]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert dir_digest(folder) == before

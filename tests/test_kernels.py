@@ -190,7 +190,7 @@ def test_mix_sparse_drops_sums_that_cancel():
         np.array([[0, 1], [-1, -1]]), np.array([[1, -1], [0, 0]], dtype=np.float32),
         np.array([0, 2, 3]), np.array([0, 2, 0], dtype=np.int32), np.array([0.5, 0.25, 0.5], dtype=np.float32),
         np.array([0, 0, 1]), np.array([3], dtype=np.int32), np.array([0.75], dtype=np.float32),
-        np.array([0, 2], dtype=np.float32), 4, np.float32(0.0), 10,
+        np.array([0, 2], dtype=np.float32), 4, np.float32(0.0), np.array([10, 10]),
     )
     assert ptr.tolist() == [0, 1, 2]
     assert idx.tolist() == [2, 3]

@@ -131,7 +131,7 @@ def test_old_model_dir_without_training_data(model_dir, small, tmp_path, capsys)
     ("Perceuse sans fil\n", "line 1: expected 'query<TAB>item_id', found 1 field"),
     ("ok query\t{live}\nPerceuse\t\n", "line 2: empty item id"),
     ("ok\t{live}\nq\ta\tb\n", "line 2: expected 'query<TAB>item_id', found 3 field"),
-    ("  \t{live}\n", "line 1: query: empty"),
+    ("  \t{live}\n", "line 1: empty or non-string query"),
     ("\n\n", "no clicks"),
     ("Vis à bois\tno-such-id\nok\t{removed}\n", "2 clicked ids are not live items .*'no-such-id'"),
 ])

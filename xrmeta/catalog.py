@@ -185,7 +185,9 @@ class Catalog:
         slots = np.asarray(slots, dtype=np.int64)
         with self.lock:
             primary = self.slot_cluster.view[slots].astype(np.int64)
-            e_slot, e_cluster = self.entry_slot.view.astype(np.int64), self.entry_cluster.view.astype(np.int64)
+            mine = np.flatnonzero(np.isin(self.entry_slot.view, slots))  # O(entries), then only the slots' own
+            e_slot = self.entry_slot.view[mine].astype(np.int64)
+            e_cluster = self.entry_cluster.view[mine].astype(np.int64)
             m = self._memberships
         out = np.full((len(slots), m), -1, dtype=np.int64)
         out[:, 0] = primary

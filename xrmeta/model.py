@@ -294,8 +294,9 @@ class XRMetaModel:
         inserted layer from then on (`subset="observed"` no longer returns it). The clicks are kept for
         `xrmeta-retrain`. threads: -1 = all cores, n >= 1, for featurizing.
 
-        The whole batch is checked first: an unknown or removed id, an empty query, one with no n-gram the model
-        knows, or a bad weight changes nothing, in memory or on disk. Thread-safe and logged like add_items.
+        A query with no n-gram the model knows moves nothing; its click is kept all the same. The whole batch is
+        checked first: an unknown or removed id, an empty query or a bad weight changes nothing, in memory or on
+        disk. Thread-safe and logged like add_items.
         """
         queries, ids = _as_list(query_texts, "query_texts"), _as_list(item_ids, "item_ids")
         resolve(threads)
@@ -315,11 +316,9 @@ class XRMetaModel:
             if not ids:
                 return
             X = p.featurizer.transform(queries, threads=threads)
-            empty = [ids[i] for i in np.flatnonzero(np.diff(X.indptr) == 0)]
-            if empty:
-                raise ModelError(f"add_feedback: queries share no n-gram with the vocabulary, ids {empty[:5]}")
-            slots = np.array([p.catalog.slot_of[i] for i in ids], dtype=np.int64)
-            items, W, biases = p.coldstart.refine(X, slots, weights)
+            known = np.flatnonzero(np.diff(X.indptr) > 0)  # a query of unknown words moves nothing (kept, though)
+            slots = np.array([p.catalog.slot_of[ids[i]] for i in known], dtype=np.int64)
+            items, W, biases = p.coldstart.refine(X[known], slots, weights[known])
             record = {"op": "feedback", "slot": p.catalog.n_slots, "ids": ids, "queries": queries,
                       "weights": weights.tolist()}
             p.catalog.replace([p.catalog.ids[s] for s in items], W, biases, modeldir.journal(self.log, record),

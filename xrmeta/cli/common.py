@@ -1,5 +1,6 @@
 """What the commands share: argument types and groups, checks of flag values, reading UTF-8 line files, and how
-an error is reported (one 'error: ...' line on stderr, exit status 2, nothing written)."""
+an error is reported (one 'error: ...' line on stderr, exit status 2, nothing written); the clicks file of
+xrmeta-retrain and xrmeta-add-feedback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from ..catalog import MAX_K
 from ..coldstart.learned import LearnedConfig
 from ..data import DATA_HOME_ENV
+from ..model import title_problem
 from ..threads import resolve
 
 EXIT_ERROR = 2
@@ -108,3 +110,24 @@ def learned_config(args) -> LearnedConfig:
                            proxy_frac=args.gen_proxy_frac, seed=args.gen_seed, parts=args.gen_parts)
     config.validate()
     return config
+
+
+def read_clicks(path: Path) -> list[tuple[str, str]]:
+    """Read 'query<TAB>item_id' lines (UTF-8; blank lines skipped); an error names the file and the line."""
+    clicks = []
+    for n, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise ValueError(f"{path} line {n}: expected 'query<TAB>item_id', found {len(parts)} field(s)")
+        query, item_id = parts[0].strip(), parts[1].strip()
+        if not item_id:
+            raise ValueError(f"{path} line {n}: empty item id")
+        problem = title_problem(query, "query")
+        if problem:
+            raise ValueError(f"{path} line {n}: {problem}")
+        clicks.append((query, item_id))
+    if not clicks:
+        raise ValueError(f"{path}: no clicks")
+    return clicks

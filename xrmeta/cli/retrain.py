@@ -9,29 +9,8 @@ from pathlib import Path
 
 from .. import persist, retraining, trainset
 from ..data import dataset_and_split
-from ..model import XRMetaModel, title_problem
-from .common import add_data_home_arg, add_threads_arg, check_threads, fail, parser, read_lines
-
-
-def read_clicks(path: Path) -> list[tuple[str, str]]:
-    """Read 'query<TAB>item_id' lines (UTF-8; blank lines skipped); an error names the file and the line."""
-    clicks = []
-    for n, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise ValueError(f"{path} line {n}: expected 'query<TAB>item_id', found {len(parts)} field(s)")
-        query, item_id = parts[0].strip(), parts[1].strip()
-        if not item_id:
-            raise ValueError(f"{path} line {n}: empty item id")
-        problem = title_problem(query)
-        if problem:
-            raise ValueError(f"{path} line {n}: query: {problem.replace('title', 'text')}")
-        clicks.append((query, item_id))
-    if not clicks:
-        raise ValueError(f"{path}: no clicks")
-    return clicks
+from ..model import XRMetaModel
+from .common import add_data_home_arg, add_threads_arg, check_threads, fail, parser, read_clicks
 
 
 def build_parser():

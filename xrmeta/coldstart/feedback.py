@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as smat
 
+from ..kernels.coldstart import mix_sparse
+
 STEP_CAP = 0.5  # one click moves a classifier by at most this share of its norm
 MARGIN = 1e-3  # the raw score the item must gain over its best competitor (a tie goes to the older slot)
 
@@ -54,24 +56,15 @@ def refine(catalog, X: smat.csr_matrix, slots: np.ndarray, weights: np.ndarray, 
     step = (step * weights).astype(np.float32)
     per_item = smat.csr_matrix((step, (event_item, np.arange(len(slots)))), shape=(len(items), len(slots)))
     moved = np.flatnonzero(np.bincount(event_item, step, len(items)) > 0)  # the others keep their classifier
-    new = (W[moved] + per_item[moved] @ X).tocsr()
-    limit = np.maximum(np.diff(W.indptr)[moved], max_nnz)
-    return items[moved], _prune(new, threshold, limit), bias[moved]
+    D = (per_item[moved] @ X).tocsr()  # each moved item's summed steps
+    w = catalog.w_ptr.view, catalog.w_idx.view, catalog.w_val.view
+    ptr, idx, val = mix_sparse(items[moved, None], np.ones((len(moved), 1), np.float32), *w,
+                               D.indptr.astype(np.int64), D.indices, D.data.astype(np.float32),
+                               np.ones(len(moved), np.float32), X.shape[1], np.float32(threshold),
+                               np.maximum(np.diff(W.indptr)[moved], max_nnz).astype(np.int64))
+    return items[moved], smat.csr_matrix((val, idx, ptr), shape=(len(moved), X.shape[1])), bias[moved]
 
 
 def _raw(W: smat.csr_matrix, bias: np.ndarray, X: smat.csr_matrix) -> np.ndarray:
     """Row-wise raw scores w_i . x_i + b_i."""
     return (np.asarray(W.multiply(X).sum(axis=1)).ravel() + bias).astype(np.float32)
-
-
-def _prune(W: smat.csr_matrix, threshold: float, limit: np.ndarray) -> smat.csr_matrix:
-    """Each row's weights with |w| >= threshold, its limit[i] largest in magnitude, features sorted."""
-    row = np.repeat(np.arange(W.shape[0]), np.diff(W.indptr))
-    order = np.lexsort((W.indices, -np.abs(W.data), row))
-    start = np.repeat(W.indptr[:-1], np.diff(W.indptr))
-    ok = np.zeros(W.nnz, dtype=bool)
-    ok[order] = (np.arange(W.nnz) - start < limit[row]) & (np.abs(W.data[order]) >= threshold)
-    out = smat.csr_matrix((W.data[ok], W.indices[ok], np.concatenate([[0], np.cumsum(np.bincount(row[ok],
-                          minlength=W.shape[0]))])), shape=W.shape, dtype=np.float32)
-    out.sort_indices()
-    return out

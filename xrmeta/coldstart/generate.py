@@ -167,7 +167,7 @@ def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.cs
         np.ascontiguousarray(nbr_items, dtype=np.int64), np.ascontiguousarray(plan.nbr_coef, dtype=np.float32),
         W_ptr, W_idx, W_val,
         S.indptr.astype(np.int64), S.indices, self_val.astype(np.float32), self_coef,
-        n_features, np.float32(threshold), int(max_nnz),
+        n_features, np.float32(threshold), np.full(n, max_nnz, dtype=np.int64),
     )
     valid = nbr_items >= 0
     biases = (plan.nbr_coef * np.where(valid, slot_bias[np.maximum(nbr_items, 0)], 0.0)).sum(axis=1) + plan.bias

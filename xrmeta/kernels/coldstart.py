@@ -164,16 +164,16 @@ def mix_sparse(
     src_item, src_coef,  # (n, m): for each output row, m source rows (-1 = none) and their coefficients
     w_ptr, w_idx, w_val,  # source rows (item-major CSR)
     self_ptr, self_idx, self_val, self_coef,  # each output row's own vector, times self_coef[i]
-    n_features, threshold, max_nnz,
+    n_features, threshold, max_nnz,  # max_nnz (n,): non-zeros kept in each output row
 ):
     """out_i = sum_a src_coef[i,a] * W[src_item[i,a]] + self_coef[i] * S_i, pruned to |w| >= threshold
-    and to the max_nnz largest |w| (sorted indices). Returns a CSR triple."""
+    and to the max_nnz[i] largest |w| (sorted indices). Returns a CSR triple."""
     n, m = src_item.shape
     dense = np.zeros(n_features, dtype=np.float32)
     seen = np.full(n_features, -1, dtype=np.int64)  # row that last touched a feature (sums may cancel to 0)
     touched = np.empty(n_features, dtype=np.int64)
     out_ptr = np.zeros(n + 1, dtype=np.int64)
-    cap = max(1, n * max_nnz)
+    cap = max(1, max_nnz.sum())
     out_idx = np.empty(cap, dtype=np.int32)
     out_val = np.empty(cap, dtype=np.float32)
     nnz = 0
@@ -197,14 +197,14 @@ def mix_sparse(
             else:
                 dense[f] = 0.0
         sel = touched[:kept]
-        if kept > max_nnz:
+        if kept > max_nnz[i]:
             mags = np.empty(kept, dtype=np.float32)
             for a in range(kept):
                 mags[a] = -abs(dense[sel[a]])
             order = np.argsort(mags, kind="mergesort")
-            for a in range(max_nnz, kept):
+            for a in range(max_nnz[i], kept):
                 dense[sel[order[a]]] = 0.0
-            sel = sel[order[:max_nnz]]
+            sel = sel[order[: max_nnz[i]]]
         sel = np.sort(sel)
         for a in range(sel.shape[0]):
             out_idx[nnz] = sel[a]
