@@ -4,11 +4,13 @@ model retrained from scratch with those clicks, over split seeds; feedback event
 Per split seed: the cached model (`xrmeta.train` defaults) with every novel item inserted is "no feedback". For
 each novel item, one query is revealed: drawn among its queries outside the test set (training queries whose
 clicks on novel items the split hid), so that every row is evaluated on the same, untouched test queries.
-"add_feedback" takes those clicks. "retrained" is `XRMetaModel.train` with the same configs on the training
-queries plus the revealed clicks, over every item (the novel ones observed, with their titles): what
-`xrmeta-retrain` makes. Test sets: the generalized one (every item ranked), its queries with a relevant new item
-(the new items' other queries), and the zero-shot one (ranked among new items only; the retrained model's new
-items are trained ones, so it ranks everything and keeps the new ones).
+"add_feedback" takes those clicks; rows "(step s)" take them with another `ColdStartConfig.feedback_step`.
+"retrained" is `XRMetaModel.train` with the same configs on the training queries plus the revealed clicks, over
+every item (the novel ones observed, with their titles): what `xrmeta-retrain` makes; "retrained, no clicks" is
+the same without the clicks, which tells what the clicks add to a retrain. Test sets: the generalized one (every
+item ranked), its queries with a relevant new item (the new items' other queries), and the zero-shot one (ranked
+among new items only; the retrained model's new items are trained ones, so it ranks everything and keeps the new
+ones).
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="split seeds")
     p.add_argument("--repeats", type=int, default=3, help="fresh copies timed for the events/s median")
-    args = C.parse(p, argv, seeds=[0], repeats=1)
+    p.add_argument("--steps", type=float, nargs="*", default=[0.1, 0.5],
+                   help="other values of ColdStartConfig.feedback_step to evaluate (the default is always)")
+    args = C.parse(p, argv, seeds=[0], repeats=1, steps=[0.5])
     started = time.perf_counter()
     rows, cost, lat = {}, [], []
     for seed in args.seeds:
@@ -93,19 +97,24 @@ def main(argv=None) -> int:
         C.log(f"seed {seed}: {len(clicks[1])} of {len(split.novel)} novel items get a revealed click")
         results = {"no feedback": quality(model, data, split, False)}
         before = model
-        after = XRMetaModel.load(folder)
-        H.insert_novel(after, data, split)
-        t0 = time.perf_counter()
-        after.add_feedback(*clicks, threads=1)
-        results["add_feedback"] = quality(after, data, split, False)
-        C.log(f"  feedback applied in {time.perf_counter() - t0:.2f} s (first call: JIT included)")
+        default = model.configs.coldstart.feedback_step
+        for step in [default] + [s for s in args.steps if s != default]:
+            after = XRMetaModel.load(folder)
+            after.configs.coldstart.feedback_step = step
+            H.insert_novel(after, data, split)
+            after.add_feedback(*clicks, threads=1)
+            results["add_feedback" + ("" if step == default else f" (step {step:g})")] = quality(after, data, split,
+                                                                                             False)
+            if step == default:
+                fed = after
         t0 = time.perf_counter()
         results["retrained"] = quality(retrained(model, data, split, clicks), data, split, True)
-        C.log(f"  retrained + evaluated in {time.perf_counter() - t0:.1f} s")
+        results["retrained, no clicks"] = quality(retrained(model, data, split, ([], [])), data, split, True)
+        C.log(f"  retrained twice + evaluated in {time.perf_counter() - t0:.1f} s")
         rows[seed] = results
         if seed == args.seeds[0]:
             cost = feedback_rate(folder, data, split, clicks, args.repeats)
-            lat = latency(before, after, data, split)
+            lat = latency(before, fed, data, split)
     body = report_body(args, rows, cost, lat)
     C.report("feedback", args.dataset, body, started)
     return 0

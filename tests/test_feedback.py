@@ -12,7 +12,7 @@ import pytest
 
 from xrmeta import persist
 from xrmeta.cli import add_feedback as feedback_cli
-from xrmeta.model import ModelError, XRMetaModel
+from xrmeta.model import ColdStartConfig, ModelError, XRMetaModel
 
 from .conftest import assert_unchanged, clone, dir_digest, snapshot
 from .test_reliability import child
@@ -250,3 +250,17 @@ def test_cli_bad_clicks_change_nothing(saved_dir, novel, tmp_path, capsys, conte
     assert feedback_cli.main(["--model-dir", str(folder), "--clicks", str(path)]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert dir_digest(folder) == before
+
+
+@pytest.mark.parametrize("step", [-0.1, float("nan"), float("inf"), "0.5"])
+def test_bad_feedback_step_is_refused(step):
+    with pytest.raises(ValueError, match="feedback_step"):
+        ColdStartConfig(feedback_step=step).validate()
+
+
+def test_step_zero_keeps_the_clicks_and_moves_nothing(with_novel, clicks):
+    model = clone(with_novel, feedback_step=0.0)
+    before = snapshot(model.catalog)
+    model.add_feedback(*clicks)
+    assert_unchanged(model.catalog, before)
+    assert len(model._state.clicks) == len(clicks[1])

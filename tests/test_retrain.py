@@ -114,6 +114,19 @@ def test_retrain_cli_makes_inserted_items_trained(small, tmp_path, capsys, title
     assert not modeldir.staging_dir(folder).exists()
 
 
+def test_retrain_trains_on_the_feedback_clicks(model_dir, small, tmp_path):
+    served = XRMetaModel.load(model_dir, log=True)
+    fed = new_clicks(small)[:6]
+    served.add_feedback([q for q, _ in fed], [i for _, i in fed])
+    served.log.close()
+    new, _ = retraining.retrain(model_dir, new_clicks(small)[6:], threads=1, verbose=False)
+    assert not new._state.clicks  # trained on: a later retrain finds them in the training set
+    clicks = fed + new_clicks(small)[6:]
+    assert all(new.catalog.slot_of[i] < new.catalog.n_base for _, i in clicks)
+    ids, _ = answers(new, [q for q, _ in clicks])
+    assert np.mean([i in row for (_, i), row in zip(clicks, ids)]) >= 0.8
+
+
 def test_old_model_dir_without_training_data(model_dir, small, tmp_path, capsys):
     shutil.rmtree(model_dir / trainset.DIR)
     config = json.loads((model_dir / "config.json").read_text())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from tqdm import tqdm
 
 from ..data.xmc import preview
 from ..model import XRMetaModel
-from .common import add_threads_arg, check_threads, fail, parser, read_clicks
+from .common import add_model_update_args, add_threads_arg, check_threads, fail, parser, read_clicks
 
 
 def build_parser():
@@ -23,10 +22,7 @@ def build_parser():
         "run leaves the previous model. A bad line or a click on an unknown or removed id aborts with nothing "
         "changed.",
     )
-    p.add_argument("--model-dir", required=True, type=Path, help="model directory")
-    p.add_argument("--clicks", required=True, type=Path, help="UTF-8 file, one 'query<TAB>item_id' per line")
-    p.add_argument("--output-dir", type=Path, help="save the updated model here instead of in place")
-    p.add_argument("--batch-size", type=int, default=10000, help="clicks per add_feedback call")
+    add_model_update_args(p, "--clicks", "UTF-8 file, one 'query<TAB>item_id' per line", "clicks taken")
     add_threads_arg(p, -1, "featurizing")
     return p
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..data import MAX_ID_CHARS, new_ids_problem, valid_id
 from ..model import XRMetaModel, title_problem
-from .common import add_threads_arg, check_threads, fail, parser, read_lines
+from .common import add_model_update_args, add_threads_arg, check_threads, fail, parser, read_lines
 
 
 def read_items(path: Path) -> tuple[list[str], list[str]]:
@@ -50,10 +50,7 @@ def build_parser():
         "or a duplicate id aborts with nothing changed. The time reported for insertion leaves out the first item, "
         "inserted alone: it also pays for compiling the numba kernels on their first use after an install.",
     )
-    p.add_argument("--model-dir", required=True, type=Path, help="model directory")
-    p.add_argument("--items", required=True, type=Path, help="UTF-8 file, one 'id<TAB>title' per line")
-    p.add_argument("--output-dir", type=Path, help="save the updated model here instead of in place")
-    p.add_argument("--batch-size", type=int, default=10000, help="items per insertion batch")
+    add_model_update_args(p, "--items", "UTF-8 file, one 'id<TAB>title' per line", "items inserted")
     add_threads_arg(p, -1, "featurizing and synthesizing")
     return p
 

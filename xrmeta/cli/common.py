@@ -49,6 +49,14 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int, what: str) -> None
     p.add_argument("--threads", type=int, default=default, help=f"threads for {what}: -1 = all cores, n >= 1 = n")
 
 
+def add_model_update_args(p: argparse.ArgumentParser, source: str, source_help: str, unit: str) -> None:
+    """--model-dir, the input file flag `source`, --output-dir and --batch-size: a command that changes a model."""
+    p.add_argument("--model-dir", required=True, type=Path, help="model directory")
+    p.add_argument(source, required=True, type=Path, help=source_help)
+    p.add_argument("--output-dir", type=Path, help="save the updated model here instead of in place")
+    p.add_argument("--batch-size", type=int, default=10000, help=f"{unit} per call (each at least 1)")
+
+
 def check_threads(threads: int) -> None:
     """The threads rule (`xrmeta.threads.resolve`: -1 = all cores, n >= 1 = n threads), in the flag's words."""
     try:

@@ -3,15 +3,17 @@
 The step is passive-aggressive (Crammer et al., 2006): the smallest move along the query's TF-IDF vector x that
 lifts the item's raw score w . x + b to that of the best other live item of its own leaf clusters, the items an
 XR-Linear leaf classifier is trained against. An item that already wins its query does not move, so a repeated
-click costs nothing; a step is capped at `STEP_CAP` times the classifier's norm, so one click on a generic query
-("cordless drill") cannot turn a product into the answer to every query near it. Weights scale each click's
-step. Clicks on one item in one batch are all measured against its classifier before the batch, and summed.
+click costs nothing; a step is capped at `ColdStartConfig.feedback_step` times the classifier's norm, so one click
+on a generic query ("cordless drill") does not turn a product into the answer to every query near it. Weights
+scale each click's step. Clicks on one item in one batch are all measured against its classifier before the
+batch, and summed. The bias does not move.
 
-What this does not do, measured (benchmarks/feedback.py): re-selecting the neighbours by the title and the
-revealed query (IRENE's max-vote) and generating again changed zero-shot P@1 by +0.3 (Home Depot) and 0
-(PriceRunner): the default generator mixes in no neighbour classifier, the neighbours only set its per-block
-title weights, and generating costs about 70 us per item where a click costs about 30. Adding the query vector
-with a fixed step cost Home Depot 3 to 16 points of zero-shot P@1 (generic queries stole other items' queries).
+Tried once on the seed-0 splits (a throw-away script, not in benchmarks/) and left out: re-selecting the
+neighbours by the title and the revealed query (IRENE's max-vote) and generating again changed zero-shot P@1 by
++0.3 (Home Depot) and 0 (PriceRunner), as the default generator mixes in no neighbour classifier and generating
+costs about 70 us per item; adding the query vector with a fixed step cost Home Depot 3 to 16 points of zero-shot
+P@1; a step that also moves the bias, or competitors among new items only, or a cap scaled by the query's cosine
+to the classifier, traded the two settings no better. `benchmarks/feedback.py` measures the default and the cap.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ import scipy.sparse as smat
 
 from ..kernels.coldstart import mix_sparse
 
-STEP_CAP = 0.5  # one click moves a classifier by at most this share of its norm
 MARGIN = 1e-3  # the raw score the item must gain over its best competitor (a tie goes to the older slot)
 
 
-def refine(catalog, X: smat.csr_matrix, slots: np.ndarray, weights: np.ndarray, threshold: float,
+def refine(catalog, X: smat.csr_matrix, slots: np.ndarray, weights: np.ndarray, max_step: float, threshold: float,
            max_nnz: int) -> tuple[np.ndarray, smat.csr_matrix, np.ndarray]:
     """New classifiers of the clicked items that move: (their current slots, unique in first-click order; weights
     CSR float32 (u, F); biases (u,)). X: (n, F) the clicks' query rows (each with a known feature); slots (n,) the
-    clicked items' slots in `catalog`; weights (n,) > 0. Pruned like synthesized ones: |w| >= threshold, at most
+    clicked items' slots in `catalog`; weights (n,) > 0; max_step: a click's step at most, as a share of the
+    classifier's norm (`ColdStartConfig.feedback_step`). Pruned like synthesized ones: |w| >= threshold, at most
     max(max_nnz, the item's current non-zeros)."""
     X = smat.csr_matrix(X, dtype=np.float32)
     items, first, event_item = np.unique(slots, return_index=True, return_inverse=True)
@@ -52,7 +54,7 @@ def refine(catalog, X: smat.csr_matrix, slots: np.ndarray, weights: np.ndarray, 
         other[has] = _raw(catalog.weights(rival[has]), catalog.slot_bias.view[rival[has]], X[has])
     norm = np.sqrt(np.asarray(W.multiply(W).sum(axis=1)).ravel())[event_item]
     x2 = np.asarray(X.multiply(X).sum(axis=1)).ravel()
-    step = np.where(has, np.clip((other - own + MARGIN) / np.maximum(x2, 1e-12), 0.0, STEP_CAP * norm), 0.0)
+    step = np.where(has, np.clip((other - own + MARGIN) / np.maximum(x2, 1e-12), 0.0, max_step * norm), 0.0)
     step = (step * weights).astype(np.float32)
     per_item = smat.csr_matrix((step, (event_item, np.arange(len(slots)))), shape=(len(items), len(slots)))
     moved = np.flatnonzero(np.bincount(event_item, step, len(items)) > 0)  # the others keep their classifier
