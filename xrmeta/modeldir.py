@@ -13,10 +13,10 @@ Every file is written by `write`, atomically (see `persist`):
   train/             the training queries, clicks and trained items' titles (`trainset`), for `xrmeta-retrain`
   xlinear/           only with `train(..., keep_pecos=True)`: the trained PECOS model, the peer to compare with
                      (a directory saved by an older xrmeta has it, and keeps it on every later save)
-  items.log          inserts, feedback, removals and compactions since the last save, replayed on load (written under
-                     `load(log=True)`). Every compaction is logged, remove_items' automatic ones too, and replay
-                     compacts exactly where the log says (never on its own): the slots it gives do not depend on
-                     the compaction setting of the process that wrote the log
+  items.log          inserts, feedback, removals and compactions since the last save, replayed on load (written
+                     under `load(log=True)`). Every compaction is logged, remove_items' automatic ones too, and
+                     replay compacts exactly where the log says (never on its own): the slots it gives do not
+                     depend on the compaction setting of the process that wrote the log
 
 config.json also names the snapshot (`snapshot`, a random id per save) and, in a snapshot written by a retrain
 while a process served the directory, which snapshot it follows and how many of its log records it folded in

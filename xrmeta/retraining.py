@@ -73,7 +73,9 @@ def _training_set(ts: trainset.TrainingSet, base: XRMetaModel, clicks: list[tupl
     catalog, titles = base.catalog, base._state.titles
     clicked = {i for _, i in clicks}
     trained = set(ts.item_ids)
-    inserted = [i for i in catalog.ids[catalog.n_base:] if i in catalog.slot_of]  # live, in slot order
+    # live items served from inserted slots, in slot order, less trained items a click moved there (`add_feedback`)
+    inserted = [i for i, s in sorted(catalog.slot_of.items(), key=lambda kv: kv[1])
+                if s >= catalog.n_base and i not in trained]
     missing = [i for i in inserted if i not in titles]
     if missing:
         raise ModelError(f"the titles of {len(missing)} inserted items are not kept (saved before xrmeta kept "
