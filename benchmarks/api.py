@@ -123,9 +123,9 @@ def item_clusters(model, slots):
 
 
 def inserted_ids(model) -> list[str]:
-    """The live inserted items' ids."""
+    """The live items served from inserted slots, in slot order (an id repeats in `ids` once a click replaced it)."""
     c = model.catalog
-    return [i for i in c.ids[c.n_base:] if i in c.slot_of]
+    return [i for s, i in enumerate(c.ids) if s >= c.n_base and c.slot_of.get(i) == s]
 
 
 # ---------------------------------------------------------------- cold start (`model.coldstart`)

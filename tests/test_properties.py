@@ -76,6 +76,20 @@ class CatalogMachine(RuleBasedStateMachine):
         self.catalog.remove(victims)
         self.alive -= set(victims)
 
+    @precondition(lambda self: self.alive)
+    @rule(data=st.data())
+    def replace(self, data):
+        """New classifiers for live items (trained or inserted): new slots in the same clusters, old ones gone."""
+        items = data.draw(st.lists(st.sampled_from(sorted(self.alive)), min_size=1, max_size=3, unique=True))
+        W = data.draw(arrays(np.float32, (len(items), N_FEATURES), elements=WEIGHTS))
+        biases = data.draw(arrays(np.float32, len(items), elements=st.sampled_from([-1.0, 0.0, 0.5])))
+        first = self.catalog.n_slots
+        slots = self.catalog.replace(items, smat.csr_matrix(W), biases)
+        assert sorted(slots.tolist()) == list(range(first, first + len(items)))
+        for i, item in enumerate(items):
+            _, clusters, _, _ = self.ref[item]
+            self.ref[item] = (int(slots[i]), clusters, W[i].astype(np.float64), float(biases[i]))
+
     @rule(data=st.data(), remove=st.booleans())
     def bad_request(self, data, remove):
         """A request with one bad id next to a good one changes nothing (the invariant checks)."""
@@ -119,7 +133,7 @@ class CatalogMachine(RuleBasedStateMachine):
     def ids_are_the_reference(self):
         c = self.catalog
         assert set(c.slot_of) == self.alive and len(c) == len(self.alive)
-        assert all(c.ids[self.ref[i][0]] == i for i in self.alive)
+        assert all(c.ids[self.ref[i][0]] == i and c.slot_of[i] == self.ref[i][0] for i in self.alive)
         assert c.slot_alive.view.sum() == len(self.alive)
 
 
