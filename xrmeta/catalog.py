@@ -406,12 +406,11 @@ class Catalog:
     def search_clusters(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all",
                         split_probe: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (slots, scores) per query row of X among the items of the given leaf clusters, no beam search:
-        beams (n, n_clusters), each row's clusters with the path score to use for them (1: the items' own
+        beams (n, clusters), each row's leaf clusters with the path score to use for them (1: the items' own
         scores). One thread. The slots are the current state's (no compaction may run in between)."""
         self._check_search(subset, k)
-        if X.shape[1] != self.n_features or beams.shape != (X.shape[0], self.n_clusters):
-            raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features "
-                             f"and {self.n_clusters} clusters")
+        if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
+            raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
         beams = smat.csr_matrix(beams, dtype=np.float32)
         if beams.nnz and (beams.indices.min() < 0 or beams.indices.max() >= self.n_clusters):
             raise ValueError(f"beam clusters in [0, {self.n_clusters}) only")
