@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ..data.xmc import preview
 from ..model import XRMetaModel
-from .common import add_model_update_args, add_threads_arg, check_threads, fail, parser, read_clicks
+from .common import add_model_update_args, add_threads_arg, check_update_args, fail, parser, read_clicks
 
 
 def build_parser():
@@ -30,9 +30,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
-        check_threads(args.threads)
+        check_update_args(args)
         clicks = read_clicks(args.clicks)
         model = XRMetaModel.load(args.model_dir)
         unknown = sorted({i for _, i in clicks if i not in model})

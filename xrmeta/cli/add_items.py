@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..data import MAX_ID_CHARS, new_ids_problem, valid_id
 from ..model import XRMetaModel, title_problem
-from .common import add_model_update_args, add_threads_arg, check_threads, fail, parser, read_lines
+from .common import add_model_update_args, add_threads_arg, check_update_args, fail, parser, read_lines
 
 
 def read_items(path: Path) -> tuple[list[str], list[str]]:
@@ -58,9 +58,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
-        check_threads(args.threads)
+        check_update_args(args)
         ids, titles = read_items(args.items)
         model = XRMetaModel.load(args.model_dir)
         problem = new_ids_problem(ids, model)  # fail before inserting anything

@@ -57,6 +57,13 @@ def add_model_update_args(p: argparse.ArgumentParser, source: str, source_help: 
     p.add_argument("--batch-size", type=int, default=10000, help=f"{unit} per call (each at least 1)")
 
 
+def check_update_args(args) -> None:
+    """The values `add_model_update_args` and `add_threads_arg` leave unchecked."""
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    check_threads(args.threads)
+
+
 def check_threads(threads: int) -> None:
     """The threads rule (`xrmeta.threads.resolve`: -1 = all cores, n >= 1 = n threads), in the flag's words."""
     try:
