@@ -289,7 +289,7 @@ class XRMetaModel:
     def add_feedback(self, query_texts: list[str], item_ids: list[str], weights=None, threads: int = -1) -> None:
         """Take n clicks: query_texts[i] led to the live item item_ids[i] (trained or inserted), with weights[i] > 0
         (default 1) scaling its effect. Each clicked item's classifier moves toward its clicks' queries, by the
-        smallest step that lets it outscore the other items of its leaf clusters for them, capped per click
+        smallest step that lets it outscore the other items of its (best) leaf cluster for them, capped per click
         (`coldstart.feedback`), and is visible to the next query. A clicked trained item is served from the
         inserted layer from then on (`subset="observed"` no longer returns it). The clicks are kept for
         `xrmeta-retrain`. threads: -1 = all cores, n >= 1, for featurizing.

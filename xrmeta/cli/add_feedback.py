@@ -17,7 +17,7 @@ def build_parser():
         "xrmeta-add-feedback",
         description="Take clicks on a saved model's items (new or trained): each clicked item's classifier moves "
         "toward its clicks' queries, by the smallest step that lets it outscore the other items of its leaf "
-        "clusters for them (capped per click; see xrmeta/coldstart/feedback.py). No retraining; the clicks are kept "
+        "cluster for them (capped per click; see xrmeta/coldstart/feedback.py). No retraining; the clicks are kept "
         "for xrmeta-retrain. The model is saved in place unless --output-dir is given, atomically: an interrupted "
         "run leaves the previous model. A bad line or a click on an unknown or removed id aborts with nothing "
         "changed.",
