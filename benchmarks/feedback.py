@@ -15,6 +15,7 @@ ones).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -62,23 +63,41 @@ def retrained(model, data, split, clicks, threads: int = -1) -> XRMetaModel:
 
 def quality(model, data, split, novel_ranked_among_all: bool) -> dict:
     """{test set: {metric: value}}: generalized, its queries with a relevant new item, zero-shot."""
-    gen = split.generalized_set
-    has_new = np.asarray(gen.Y[:, split.novel].sum(axis=1)).ravel() > 0
-
     def predict(texts, subset, k):
         ids, scores = model.predict(texts, k=k, subset=subset, threads=1)
         return api.id_columns(ids, data), scores
 
-    out = {}
-    full = api.evaluate_sets(predict, data, split, None, 100)
-    out["generalized"] = full["generalized"]
-    sub = api.EvalSet("new items' queries", gen.queries[has_new], gen.Y[has_new], gen.candidates)
-    out[sub.name] = api.evaluate_set(predict, data, sub, "all", k=100)
+    sets = evaluation_sets(split)
+    out = {name: api.evaluate_set(predict, data, es, "all", k=100) for name, es in sets.items() if name != "zero-shot"}
     if novel_ranked_among_all:  # trained new items: rank every item, keep the new ones (evaluate_set restricts)
-        out["zero-shot"] = api.evaluate_set(predict, data, split.zero_shot_set, "all", k=5000)
+        out["zero-shot"] = api.evaluate_set(predict, data, sets["zero-shot"], "all", k=5000)
     else:
-        out["zero-shot"] = full["zero_shot"]
+        out["zero-shot"] = api.evaluate_set(predict, data, sets["zero-shot"], "inserted", k=100)
     return out
+
+
+def word_baselines(model, data, split, clicks) -> dict:
+    """BM25 (bm25s) over the titles, BM25 with each revealed query appended to its item's title (what a BM25
+    engine does with a click), and brute-force title TF-IDF in the model's feature space, on the same test sets."""
+    text = dict(zip(clicks[1], clicks[0]))
+    fed = dataclasses.replace(data, item_texts=[t + " " + text[i] if i in text else t
+                                                for t, i in zip(data.item_texts, data.item_ids)])
+    out = {}
+    for name, run in (("BM25 (titles)", lambda es: api.bm25(data, es)),
+                      ("BM25 (titles + revealed queries)", lambda es: api.bm25(fed, es)),
+                      ("title TF-IDF, brute force", lambda es: api.title_tfidf(model, data, es))):
+        out[name] = {name_: run(es) for name_, es in evaluation_sets(split).items()}
+    return out
+
+
+def evaluation_sets(split) -> dict:
+    """The three test sets of the report, by name."""
+    gen = split.generalized_set
+    has_new = np.asarray(gen.Y[:, split.novel].sum(axis=1)).ravel() > 0
+    return {"generalized": gen,
+            "new items' queries": api.EvalSet("new items' queries", gen.queries[has_new], gen.Y[has_new],
+                                              gen.candidates),
+            "zero-shot": split.zero_shot_set}
 
 
 def main(argv=None) -> int:
@@ -107,6 +126,7 @@ def main(argv=None) -> int:
                                                                                              False)
             if step == default:
                 fed = after
+        results.update(word_baselines(model, data, split, clicks))
         t0 = time.perf_counter()
         results["retrained"] = quality(retrained(model, data, split, clicks), data, split, True)
         results["retrained, no clicks"] = quality(retrained(model, data, split, ([], [])), data, split, True)
