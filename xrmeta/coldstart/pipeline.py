@@ -65,8 +65,8 @@ class ColdStartConfig:
     split_probe: int = 2
     # add_feedback: one click moves a classifier by at most this share of its norm (`coldstart.feedback`). A
     # larger step lifts clicked new items further among all items and costs the ranking among new items only
-    # (benchmarks/feedback.py, seed 0: 0.1 / 0.25 / 0.5 gave PriceRunner P@1 on the new items' other queries
-    # +2.7 / +3.9 / +4.0 and Home Depot zero-shot P@1 -3.0 / -6.8 / -8.9); 0: clicks are only kept
+    # (benchmarks/feedback.py, 3 seeds: 0.1 / 0.25 / 0.5 gave PriceRunner P@1 on the new items' other queries
+    # +2.0 / +3.6 / +4.1 and Home Depot zero-shot P@1 -2.2 / -5.9 / -9.5); 0: clicks are only kept
     feedback_step: float = 0.25
 
     def validate(self) -> None:
