@@ -333,3 +333,26 @@ def test_the_learned_generator_is_registered_like_the_hand_made_ones(learned, tm
     assert isinstance(learned.generator, GENERATORS["learned"])
     with pytest.raises(ValueError, match="unknown generator"):
         ColdStartConfig(generator="best").validate()
+
+
+def test_matched_bias_shift_centres_new_items_on_trained_ones():
+    from xrmeta.coldstart.train_learned import _Pairs, _floor, _matched_shift
+
+    rng = np.random.default_rng(0)
+    n = 400
+    item = np.where(np.arange(n) % 2 == 0, rng.integers(0, 50, n), -1)  # half proxies, half trained competitors
+    label = (rng.random(n) < 0.5).astype(np.float32)
+    scores = np.where(item >= 0, rng.normal(-3.0, 1.0, n), rng.normal(1.0, 1.0, n)).astype(np.float32)
+    empty = np.zeros((n, 0), np.float32)
+    pairs = _Pairs(np.arange(n) // 4, item, label, empty, empty, np.zeros(n, np.float32), np.zeros(n, np.float32))
+    shift = _matched_shift(scores, pairs, 0)
+    gen, rel = item >= 0, label > 0
+    assert np.isclose(np.median(scores[gen & rel] + shift), np.median(scores[~gen & rel]))
+    assert shift >= _floor(scores, pairs, 0)
+    no_trained = _Pairs(pairs.query, np.abs(item), label, empty, empty, pairs.fixed, pairs.log_path)
+    assert _matched_shift(scores, no_trained, 0) == max(_floor(scores, no_trained, 0), 0.0)
+
+
+def test_bias_calibration_is_checked():
+    with pytest.raises(L.GeneratorError, match="bias_calibration"):
+        L.LearnedConfig(bias_calibration="median").validate()

@@ -79,9 +79,13 @@ class LearnedConfig:
     # over 3 seeds: Home Depot 37.1 both / 37.1 self, PriceRunner 86.2 / 87.2; R@10 better with self only)
     parts: str = "self"
     self_weights: str = "block"  # block: one title coefficient per n-gram block | shared: one for all
-    steal_tolerance: float = 0.001  # top-1 accuracy new items may cost those queries (bias calibration)
-    new_in_beam: int = 100  # new items a query's beam holds at search time, for that estimate
-    bias_margin: float = 1.0  # the calibrated bias shift is lowered by this much (fresh queries; see below)
+    # the bias shift that puts generated scores on the trained items' scale (`train_learned`): match (relevant new
+    # and trained items' held-out scores share their median) | steal (the largest shift costing trained items'
+    # queries at most steal_tolerance of top-1, with new_in_beam new items in a beam, lowered by bias_margin)
+    bias_calibration: str = "match"
+    steal_tolerance: float = 0.001
+    new_in_beam: int = 100
+    bias_margin: float = 1.0
     beam_size: int = 10  # beam used to mine tree negatives
     max_items: int = 6000  # whole leaf clusters are sampled until this many items
     max_queries: int = 2000  # held-out queries the loss ranks candidates for (a random sample of them)
@@ -100,6 +104,8 @@ class LearnedConfig:
             raise GeneratorError("parts must be both, neighbours or self; self_weights block or shared")
         if self.loss not in ("listwise", "pointwise"):
             raise GeneratorError("loss must be listwise or pointwise")
+        if self.bias_calibration not in ("match", "steal"):
+            raise GeneratorError("bias_calibration must be match or steal")
         if min(self.tree_negatives, self.batch_negatives, self.observed_negatives) < 0 or self.beam_size < 1:
             raise GeneratorError("negatives must be >= 0 and beam_size >= 1")
 
