@@ -116,13 +116,17 @@ def add_generator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gen-parts", choices=("self", "both", "neighbours"), default=d.parts,
                    help="what the generator mixes: the item's own title (weighted per n-gram block), also its "
                    "neighbours' classifiers, or only those")
+    g.add_argument("--gen-bias-calibration", choices=("match", "steal"), default=d.bias_calibration,
+                   help="new items' scores centred on trained items' for relevant queries (match), or kept under "
+                   "them so that they cost trained items' queries at most a thousandth of their top-1 (steal)")
     g.add_argument("--gen-seed", type=int, default=d.seed, help="seed of the sampling and of the initialization")
 
 
 def learned_config(args) -> LearnedConfig:
     config = LearnedConfig(depth=args.gen_depth, d_model=args.gen_width, steps=args.gen_steps, lr=args.gen_lr,
                            pos_weight=args.gen_pos_weight, max_items=args.gen_max_items,
-                           proxy_frac=args.gen_proxy_frac, seed=args.gen_seed, parts=args.gen_parts)
+                           proxy_frac=args.gen_proxy_frac, seed=args.gen_seed, parts=args.gen_parts,
+                           bias_calibration=args.gen_bias_calibration)
     config.validate()
     return config
 
