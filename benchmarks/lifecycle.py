@@ -12,14 +12,12 @@ and a forced small one that splits most clusters.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
 import numpy as np
 import scipy.sparse as smat
 
-from xrmeta.catalog import Catalog
 from xrmeta.coldstart import ColdStartConfig
 from xrmeta.data import make_synthetic, make_zero_shot_split
 from xrmeta.evaluation import evaluate_sets, id_columns
@@ -30,19 +28,6 @@ from . import common as C
 from .scale import QUERIES_PER_ITEM, title_batches
 
 DEFAULT = ColdStartConfig()
-
-
-def twin(model: XRMetaModel, **coldstart) -> XRMetaModel:
-    """A copy of model with its own catalogue (the read-only parts shared), coldstart settings overridden."""
-    configs = copy.deepcopy(model.configs)
-    for key, value in coldstart.items():
-        setattr(configs.coldstart, key, value)
-    configs.coldstart.validate()
-    c = model.catalog
-    catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor, c.path_exponent)
-    return XRMetaModel(model.workdir, model.featurizer, model.upper, catalog, model.selector, model.label_slot,
-                       configs, model.calibration, dict(model.info), title_trust=model.title_trust,
-                       generator=model.generator)
 
 
 def parts_info(model: XRMetaModel) -> dict:
@@ -71,7 +56,7 @@ def grow(n_items: int, checkpoints: list[int], sizes: list[int], probes: list[in
     train_s, base = H.clock(XRMetaModel.train, C.texts(data, split.train_queries), split.Y_train,
                             *C.titles_ids(data, split.observed), threads=-1, verbose=False,
                             coldstart_config=ColdStartConfig(split_size=0))
-    models = {s: twin(base, split_size=s) for s in sizes}  # base stays alive: its temporary workdir
+    models = {s: base.copy(split_size=s) for s in sizes}  # base stays alive: its temporary workdir
     ins = {s: H.insert_novel(m, data, split, warm=20) for s, m in models.items()}
     q = np.random.default_rng(seed).choice(split.generalized_set.queries, replace=False,
                                            size=min(n_queries, len(split.generalized_set.queries)))
@@ -119,7 +104,7 @@ def accuracy(dataset: str, seed: int, settings: list[tuple[int, int]]) -> list[d
     model, data, split, _ = C.load(dataset, seed)
     out = []
     for s, probe in settings:
-        m = twin(model, split_size=s, split_probe=probe)
+        m = model.copy(split_size=s, split_probe=probe)
         t0 = time.perf_counter()
         missing = [j for j in split.novel if data.item_ids[j] not in m]
         m.add_items([data.item_texts[j] for j in missing], [data.item_ids[j] for j in missing], threads=1)

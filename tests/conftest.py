@@ -6,7 +6,6 @@ the read-only parts (featurizer, PECOS upper layers, selector) and copies the mu
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import scipy.sparse as smat
 
 from xrmeta import train as train_cli
 from xrmeta.catalog import Catalog
-from xrmeta.coldstart import make_generator
 from xrmeta.data import make_synthetic, make_zero_shot_split
 from xrmeta.model import ColdStartConfig, XRMetaModel
 from xrmeta.tree import TreeConfig
@@ -95,20 +93,7 @@ def cli_model(tmp_path_factory):
 
 def clone(model: XRMetaModel, **coldstart) -> XRMetaModel:
     """An independent copy of the catalogue (and configs) of `model`; `coldstart` overrides its config."""
-    configs = copy.deepcopy(model.configs)
-    for key, value in coldstart.items():
-        setattr(configs.coldstart, key, value)
-    configs.coldstart.validate()
-    c = model.catalog
-    catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor, c.path_exponent)
-    name = configs.coldstart.generator
-    configs.coldstart.generator = "mean"  # a learned generator lives in the model, not in its workdir: share it
-    out = XRMetaModel(model.workdir, model.featurizer, model.upper, catalog, model.selector, model.label_slot,
-                      configs, model.calibration, dict(model.info), title_trust=model.title_trust)
-    same = name == model.configs.coldstart.generator
-    out.generator = model.generator if same else make_generator(name, model.calibration)
-    configs.coldstart.generator = name
-    return out
+    return model.copy(**coldstart)
 
 
 # ---------------------------------------------------------------- state snapshots

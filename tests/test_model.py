@@ -364,3 +364,15 @@ def test_public_names_are_exported_and_documented():
             member = getattr(member, "__func__", member)
             if not name.startswith("_") and (callable(member) or isinstance(member, property)):
                 assert member.__doc__, f"{obj.__name__}.{name}"
+
+
+def test_copy_is_independent_and_overrides_are_checked(with_novel, novel):
+    twin = with_novel.copy(split_size=0)
+    assert twin.configs.coldstart.split_size == 0 and with_novel.configs.coldstart.split_size != 0
+    before = snapshot(with_novel.catalog)
+    twin.remove_items([novel[1][0]])
+    twin.add_items(["Perceuse à percussion 18 V, Sans Fil"], ["copy-1"])
+    assert_unchanged(with_novel.catalog, before)
+    assert "copy-1" in twin and novel[1][0] not in twin and novel[1][0] in with_novel
+    with pytest.raises(ValueError, match="split_probe"):
+        with_novel.copy(split_probe=0)

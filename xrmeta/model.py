@@ -246,6 +246,22 @@ class XRMetaModel:
         self.info["generator"] = generator.info
         return generator
 
+    def copy(self, **coldstart) -> XRMetaModel:
+        """An independent copy with its own catalogue (inserted and removed items as they are now), sharing the
+        read-only parts (featurizer, tree, selector, a trained generator); `coldstart` overrides ColdStartConfig
+        fields (split_size=0, generator="self", ...), validated. It logs nowhere and keeps no directory."""
+        p = self._state
+        configs = copy.deepcopy(p.configs)
+        for key, value in coldstart.items():
+            setattr(configs.coldstart, key, value)
+        configs.coldstart.validate()
+        c = p.catalog
+        catalog = Catalog(c.arrays(), c.ids, c.n_features, c.post_processor, c.path_exponent)
+        same = configs.coldstart.generator == p.configs.coldstart.generator
+        return type(self)(p.workdir, p.featurizer, p.upper, catalog, p.coldstart.selector, p.label_slot, configs,
+                          p.coldstart.calibration, dict(p.info), title_trust=p.title_trust,
+                          generator=p.coldstart.generator if same else None, titles=p.titles, clicks=p.clicks)
+
     def use_generator(self, name: str) -> None:
         """Generate later items' classifiers with the generator `name` (`coldstart.GENERATORS`): "mean",
         "weighted", "self", "mean_self" (hand-made) or "learned" (the model's own, trained with it or by
