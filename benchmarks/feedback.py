@@ -115,12 +115,9 @@ def main(argv=None) -> int:
         clicks = revealed_clicks(data, split, seed)
         C.log(f"seed {seed}: {len(clicks[1])} of {len(split.novel)} novel items get a revealed click")
         results = {"no feedback": quality(model, data, split, False)}
-        before = model
         default = model.configs.coldstart.feedback_step
         for step in [default] + [s for s in args.steps if s != default]:
-            after = XRMetaModel.load(folder)
-            after.configs.coldstart.feedback_step = step
-            H.insert_novel(after, data, split)
+            after = model.copy(feedback_step=step)  # the same catalogue, novel items inserted
             after.add_feedback(*clicks, threads=1)
             results["add_feedback" + ("" if step == default else f" (step {step:g})")] = quality(after, data, split,
                                                                                              False)
@@ -134,7 +131,7 @@ def main(argv=None) -> int:
         rows[seed] = results
         if seed == args.seeds[0]:
             cost = feedback_rate(folder, data, split, clicks, args.repeats)
-            lat = latency(before, fed, data, split)
+            lat = latency(model, fed, data, split)
     body = report_body(args, rows, cost, lat)
     C.report("feedback", args.dataset, body, started)
     return 0
