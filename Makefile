@@ -8,7 +8,8 @@ RUN := runs/$(DATASET)
 .PHONY: install demo test bench clean
 
 # torch first, from the CPU wheel on disk: libpecos would otherwise pull a multi-GB CUDA build.
-$(VENV)/.installed: setup.py
+# any change to the C++ core (cpp/) rebuilds xrmeta._core
+$(VENV)/.installed: setup.py pyproject.toml $(wildcard cpp/include/xrmeta/*.hpp cpp/src/*.cpp cpp/python/*.cpp cpp/python/*.hpp)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0

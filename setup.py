@@ -1,4 +1,18 @@
+from glob import glob
+
+from pybind11.setup_helpers import Pybind11Extension
 from setuptools import find_packages, setup
+
+# The C++ core (cpp/): the library's sources and its Python bindings, compiled into xrmeta._core at install.
+core = Pybind11Extension(
+    "xrmeta._core",
+    sorted(glob("cpp/src/*.cpp") + glob("cpp/python/*.cpp")),
+    include_dirs=["cpp/include"],
+    cxx_std=17,
+    extra_compile_args=["-O3", "-fvisibility=hidden"],
+    extra_link_args=["-pthread"],
+    depends=sorted(glob("cpp/include/xrmeta/*.hpp") + glob("cpp/python/*.hpp")),
+)
 
 setup(
     name="xrmeta",
@@ -6,6 +20,7 @@ setup(
     description="Cold-start product search on XR-Linear trees with learned meta-classifiers",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["xrmeta", "xrmeta.*"]),
+    ext_modules=[core],
     # serving (load, add_items, predict) needs no torch; training the title trust or the learned generator does:
     # `pip install 'xrmeta[train]'`. libpecos 1.2.8 itself declares torch, so install the CPU build first
     # (see Makefile / README) or pip pulls a multi-GB CUDA one.

@@ -1,0 +1,5 @@
+#include "convert.hpp"
+
+namespace py = pybind11;
+
+void bind_search(py::module_& m) {}
