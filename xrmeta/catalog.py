@@ -467,6 +467,22 @@ class Catalog:
             np.savez(folder / "catalog.npz", **self._arrays())
             (folder / "catalog_ids.txt").write_text("".join(f"{i}\n" for i in self.ids), encoding="utf-8")
 
+    def search_layouts(self, upper) -> dict:
+        """The search as one state's kernels read it, beside what `save` writes, for a reader without Python (the
+        C++ core's `SavedModel`, cpp/): the upper layers' and the inserted items' layouts (prefixed "upper_" and
+        "inserted_"; the observed items are catalog.npz's "chunk_" arrays) and the kernel's scalars. Written by
+        `XRMetaModel.save` as layouts.npz."""
+        with self.lock:
+            st = self._state
+            return {
+                **{"upper_" + f: np.asarray(v) for f, v in upper.layout._asdict().items()},
+                **{"inserted_" + f: v for f, v in st.inserted._asdict().items()},
+                "leaf_post": np.int64(st.leaf.post), "leaf_path_exponent": np.float64(st.leaf.path_exponent),
+                "n_features": np.int64(self.n_features), "n_slots": np.int64(st.n_slots),
+                "memberships": np.int64(st.memberships),
+                "max_group_size": np.int64(max(self.max_cluster_size, upper.max_group_size, st.widest, 1)),
+            }
+
     @classmethod
     def load(cls, folder: str | Path, n_features: int, post_processor: str, path_exponent: float = 1.0) -> Catalog:
         """Read what `save` wrote, checking the layout: the search kernel trusts every pointer in it."""

@@ -5,6 +5,9 @@ Every file is written by `write`, atomically (see `persist`):
   featurizer/        TF-IDF vectorizer
   upper/             PECOS model of the layers above the leaves (read into `UpperLayers` at load)
   catalog.npz, catalog_ids.txt   leaf layer: trained and inserted items
+  layouts.npz        the upper layers' and the inserted items' search layouts and the search settings, as the
+                     kernels read them: with catalog.npz, all that the C++ core's `SavedModel` (cpp/) needs to
+                     answer a query without Python (`xrmeta.Catalog.search_layouts`; not read by Python)
   selector.npz       observed items' representations for neighbour search
   generator.npz      the learned generator's parameters (when it is the model's generator)
   titles.json        {id: title} of the live inserted items (a retrain trains on them; the log has them until a save)
@@ -50,6 +53,7 @@ PECOS_DIR = "xlinear"
 UNCHANGING = ("featurizer", PECOS_DIR, "upper", trainset.DIR)  # parts that never change after training
 TITLES = "titles.json"
 CLICKS = "clicks.json"
+LAYOUTS = "layouts.npz"
 STAGING = ".next"  # suffix of the staging sibling a retrain writes while a process serves the directory
 
 
@@ -91,6 +95,10 @@ def write(model, folder: str | Path, follows: dict | None = None) -> None:
             if not (out / "featurizer").exists():  # fresh from training: only in memory
                 p.featurizer.save(out / "featurizer")
             p.catalog.save(out)
+            search = p.catalog.search_layouts(p.upper)  # the C++ core's SavedModel reads these with catalog.npz
+            c = p.configs
+            np.savez(out / LAYOUTS, **search, beam_size=np.int64(c.tree.beam_size), split_probe=np.int64(
+                c.coldstart.split_probe), inserted_beam_factor=np.int64(c.coldstart.inserted_beam_factor))
             live = {i: t for i, t in p.titles.items() if i in p.catalog.slot_of}
             (out / TITLES).write_text(json.dumps(live, ensure_ascii=False), encoding="utf-8")
             (out / CLICKS).write_text(json.dumps(p.clicks, ensure_ascii=False), encoding="utf-8")
