@@ -26,7 +26,7 @@ from . import common as C
 ROOT = Path(__file__).resolve().parents[1]
 # per dataset, in the order the report shows them; after the first dataset's peers, the synthetic scale, lifecycle
 # and compaction checks; after its last section, the synthetic memory check.
-SECTIONS = ("grounding", "peers", "train_cost", "latency", "insertion", "feedback", "swap", "selector",
+SECTIONS = ("grounding", "peers", "train_cost", "latency", "startup", "insertion", "feedback", "swap", "selector",
             "generator_ablation")
 SYNTHETIC_ONLY = ("scale", "lifecycle", "compaction", "memory")
 ABOUT = {
@@ -40,6 +40,7 @@ ABOUT = {
     "swap": "retrain time, and the longest query in 4 threads while reload() swaps the retrained model in",
     "train_cost": "train time, model size, quality of the XR-Linear base",
     "latency": "xrmeta vs PECOS predict-only at beams 1, 10, 50, with a top-k equality check",
+    "startup": "a fresh process's first query and first insert after loading a model (and the C++ example's)",
     "insertion": "items/s from title to searchable item, step breakdown",
     "feedback": "one revealed click per new item: add_feedback vs no feedback vs retrained, 3 split seeds; events/s; "
                 "latency before and after",
