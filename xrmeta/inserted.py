@@ -19,7 +19,8 @@ feature order in float32, so an entry scores bit for bit the same in its chunk a
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from . import _core
 
 TAIL_MIN = 4  # entries a part's tail may hold before its chunk is rebuilt (and at most half the chunk)
 
@@ -104,7 +105,7 @@ class Chunks:
         catalogue's item-major (w_ptr, w_idx, w_val) views; alive: its alive flags. Per-part arrays are
         replaced, never written in place: published layouts stay as they were."""
         head, tail_count = self.head.copy(), self.tail_count.copy()
-        next_ = _link(head, tail_count, np.asarray(entry_part[first_entry:], dtype=np.int64), first_entry)
+        next_ = _core.link(head, tail_count, np.asarray(entry_part[first_entry:], dtype=np.int64), first_entry)
         self.entry_next.extend(next_)
         self.head, self.tail_count = head, tail_count
         touched = np.unique(entry_part[first_entry:])
@@ -116,7 +117,7 @@ class Chunks:
     def live_entries(self, parts: np.ndarray, entry_slot: np.ndarray, alive: np.ndarray):
         """(entries, owner part) of the live entries of the given parts: each part's chunk, then its tail oldest
         first (entry order)."""
-        return _live_entries(np.asarray(parts, dtype=np.int64), self.slot_lo, self.slot_hi, self.entries.buf,
+        return _core.live_entries(np.asarray(parts, dtype=np.int64), self.slot_lo, self.slot_hi, self.entries.buf,
                              self.head, self.entry_next.buf, np.asarray(entry_slot), np.asarray(alive))
 
     def build(self, parts: np.ndarray, entries: np.ndarray, owner: np.ndarray, entry_slot: np.ndarray,
@@ -130,7 +131,7 @@ class Chunks:
         slots = np.asarray(entry_slot)[entries].astype(np.int64)
         start = np.searchsorted(owner, parts)
         count = np.searchsorted(owner, parts, side="right") - start
-        feats, row_ends, local, val, rows_of = _feature_major(slots, start, count, w_ptr, w_idx, w_val)
+        feats, row_ends, local, val, rows_of = _core.feature_major_chunks(slots, start, count, w_ptr, w_idx, w_val)
         base_row, base_post, base_slot = self.row_ptr.n - 1, self.local.n, self.slots.n
         # row r ends where row r + 1 starts; the array's last element ends the last row (row_ptr has one more
         # element than feats)
@@ -152,100 +153,3 @@ class Chunks:
         tail_count[parts] = 0
         self.head, self.tail_count = head, tail_count
         self.widest = max(self.widest, int(count.max(initial=0)))
-
-
-@njit(cache=True, nogil=True)
-def _link(head, tail_count, part, first_entry):
-    """Push entries first_entry, first_entry + 1, ... (their parts given) at the heads of their parts' tails
-    (head and tail_count updated in place); returns their next pointers."""
-    next_ = np.empty(part.shape[0], dtype=np.int32)
-    for i in range(part.shape[0]):
-        c = part[i]
-        next_[i] = head[c]
-        head[c] = first_entry + i
-        tail_count[c] += 1
-    return next_
-
-
-@njit(cache=True, nogil=True)
-def _live_entries(parts, slot_lo, slot_hi, chunk_entries, head, entry_next, entry_slot, alive):
-    """(entries, owner part) of the live entries of the given parts: each part's chunk, then its tail oldest
-    first (entry order)."""
-    n = 0
-    for c in parts:
-        n += slot_hi[c] - slot_lo[c]
-        e = head[c]
-        while e >= 0:
-            n += 1
-            e = entry_next[e]
-    out = np.empty(n, dtype=np.int64)
-    owner = np.empty(n, dtype=np.int64)
-    m = 0
-    for c in parts:
-        for j in range(slot_lo[c], slot_hi[c]):
-            if alive[entry_slot[chunk_entries[j]]]:
-                out[m] = chunk_entries[j]
-                owner[m] = c
-                m += 1
-        e = head[c]
-        tail_start = m
-        while e >= 0:  # newest first: written backwards below
-            if alive[entry_slot[e]]:
-                m += 1
-            e = entry_next[e]
-        pos = m - 1
-        e = head[c]
-        while e >= 0:
-            if alive[entry_slot[e]]:
-                out[pos] = e
-                owner[pos] = c
-                pos -= 1
-            e = entry_next[e]
-        assert pos == tail_start - 1
-    return out[:m], owner[:m]
-
-
-@njit(cache=True, nogil=True)
-def _feature_major(slots, start, count, w_ptr, w_idx, w_val):
-    """Per cluster (its slots: slots[start[i] : start[i] + count[i]]), the feature-major chunk of their item-major
-    weights: rows (features, sorted) and postings (position in the cluster's slots, weight) in position order.
-    Returns (feats, row_ends, local, val, rows per cluster); row_ends are offsets into the postings returned."""
-    total = 0
-    for j in range(slots.shape[0]):
-        total += w_ptr[slots[j] + 1] - w_ptr[slots[j]]
-    feats = np.empty(total, dtype=np.int32)
-    row_ends = np.empty(total, dtype=np.int64)
-    local = np.empty(total, dtype=np.int32)
-    val = np.empty(total, dtype=np.float32)
-    rows_of = np.zeros(count.shape[0], dtype=np.int64)
-    n_rows = 0
-    p = 0
-    for i in range(count.shape[0]):
-        m = 0
-        for j in range(start[i], start[i] + count[i]):
-            m += w_ptr[slots[j] + 1] - w_ptr[slots[j]]
-        key = np.empty(m, dtype=np.int64)
-        pv = np.empty(m, dtype=np.float32)
-        q = 0
-        for j in range(start[i], start[i] + count[i]):
-            for a in range(w_ptr[slots[j]], w_ptr[slots[j] + 1]):
-                key[q] = np.int64(w_idx[a]) * count[i] + (j - start[i])  # by feature, then position
-                pv[q] = w_val[a]
-                q += 1
-        order = np.argsort(key)  # keys are distinct: an item has each feature once
-        last = -1
-        for o in order:
-            f = key[o] // count[i]
-            if f != last:
-                if last >= 0:
-                    row_ends[n_rows - 1] = p
-                feats[n_rows] = f
-                n_rows += 1
-                rows_of[i] += 1
-                last = f
-            local[p] = key[o] - f * count[i]
-            val[p] = pv[o]
-            p += 1
-        if last >= 0:
-            row_ends[n_rows - 1] = p
-    return feats[:n_rows], row_ends[:n_rows], local, val, rows_of

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as smat
-from numba import njit
 
+from . import _core
 from .inserted import Growable
 
 # weights kept per router: a query scores every router of a reached split cluster, one gather per weight. On the
@@ -103,8 +103,8 @@ class Parts:
         split = np.diff(self.cluster_part_ptr)[entry_cluster] > 1
         out = entry_cluster.astype(np.int32)  # part c is cluster c's first part
         if split.any():
-            out[split] = _best_parts(np.asarray(entry_slot, dtype=np.int64)[split], entry_cluster[split], *weights,
-                                     *self.fields(), np.zeros(n_features, dtype=np.float32))
+            out[split] = _core.best_parts(np.asarray(entry_slot, dtype=np.int64)[split], entry_cluster[split],
+                                          *weights, *self.fields(), np.zeros(n_features, dtype=np.float32))
         return out
 
     def take(self, parts: np.ndarray) -> None:
@@ -157,82 +157,14 @@ def two_means(W: smat.csr_matrix, seed: int) -> tuple[np.ndarray, list]:
     n = W.shape[0]
     cols, local = np.unique(W.indices, return_inverse=True)  # the features these rows use, as local columns
     first = int(np.random.default_rng(seed).integers(n))
-    side, means = _two_means(W.indptr.astype(np.int64), local.ravel().astype(np.int64),
-                             W.data.astype(np.float64), len(cols), first, ITERATIONS, MIN_SHARE)
+    side, means = _core.two_means(W.indptr.astype(np.int64), local.ravel().astype(np.int64),
+                                  W.data.astype(np.float64), len(cols), first, ITERATIONS, MIN_SHARE)
     routers = []
     for mean in means:
         keep = np.sort(np.argsort(-np.abs(mean), kind="stable")[:ROUTER_NNZ])
         keep = keep[mean[keep] != 0]
         routers.append((cols[keep].astype(np.int32), _unit(mean[keep]).astype(np.float32)))
     return side, routers
-
-
-@njit(cache=True, nogil=True)
-def _two_means(ptr, idx, val, n_cols, first, iterations, min_share):
-    """`two_means` on CSR rows (local columns 0..n_cols-1): (side, the two halves' normalised means (2, n_cols))."""
-    n = ptr.shape[0] - 1
-    x = val.copy()
-    for i in range(n):  # rows to unit length
-        norm = 0.0
-        for a in range(ptr[i], ptr[i + 1]):
-            norm += x[a] * x[a]
-        norm = max(np.sqrt(norm), 1e-30)
-        for a in range(ptr[i], ptr[i + 1]):
-            x[a] /= norm
-    centres = np.zeros((2, n_cols))
-    for a in range(ptr[first], ptr[first + 1]):
-        centres[0, idx[a]] = x[a]
-    sims = np.zeros((n, 2))
-    _similarities(ptr, idx, x, centres, sims)
-    far = np.argmin(sims[:, 0])
-    for a in range(ptr[far], ptr[far + 1]):
-        centres[1, idx[a]] = x[a]
-    side = np.zeros(n, dtype=np.bool_)
-    for it in range(iterations):
-        _similarities(ptr, idx, x, centres, sims)
-        changed = it == 0
-        for i in range(n):
-            s = sims[i, 1] > sims[i, 0]
-            changed |= s != side[i]
-            side[i] = s
-        if not changed:
-            break
-        _means(ptr, idx, x, side, centres)
-    n_second = side.sum()
-    if min(n_second, n - n_second) < max(n // min_share, 1):  # lopsided: halves at the median
-        _similarities(ptr, idx, x, centres, sims)
-        order = np.argsort(sims[:, 1] - sims[:, 0], kind="mergesort")
-        side[:] = False
-        side[order[n // 2 :]] = True
-    _means(ptr, idx, x, side, centres)
-    return side, centres
-
-
-@njit(cache=True, nogil=True)
-def _similarities(ptr, idx, x, centres, sims):
-    for i in range(ptr.shape[0] - 1):
-        for h in range(2):
-            v = 0.0
-            for a in range(ptr[i], ptr[i + 1]):
-                v += x[a] * centres[h, idx[a]]
-            sims[i, h] = v
-
-
-@njit(cache=True, nogil=True)
-def _means(ptr, idx, x, side, centres):
-    """centres[h] = the normalised mean of the rows on side h (left as they were for an empty side)."""
-    sums = np.zeros_like(centres)
-    count = np.zeros(2, dtype=np.int64)
-    for i in range(ptr.shape[0] - 1):
-        h = 1 if side[i] else 0
-        count[h] += 1
-        for a in range(ptr[i], ptr[i + 1]):
-            sums[h, idx[a]] += x[a]
-    for h in range(2):
-        if count[h] > 0:
-            norm = np.sqrt((sums[h] * sums[h]).sum())
-            if norm > 0:
-                centres[h] = sums[h] / norm
 
 
 def _rows(weights, slots: np.ndarray) -> smat.csr_matrix:
@@ -249,28 +181,3 @@ def _rows(weights, slots: np.ndarray) -> smat.csr_matrix:
 def _unit(v: np.ndarray) -> np.ndarray:
     norm = np.sqrt((v * v).sum())
     return v / norm if norm > 0 else v
-
-
-@njit(cache=True, nogil=True)
-def _best_parts(slots, clusters, w_ptr, w_idx, w_val, cluster_part_ptr, cluster_parts, router_lo, router_hi,
-                router_idx, router_val, dense):
-    """For each entry (slot, cluster), the part of the cluster whose router best matches the slot's classifier
-    (ties: the first, smallest, part). dense: zeroed scratch of the features, left zeroed."""
-    out = np.empty(slots.shape[0], dtype=np.int32)
-    for i in range(slots.shape[0]):
-        s = slots[i]
-        for a in range(w_ptr[s], w_ptr[s + 1]):
-            dense[w_idx[a]] = w_val[a]
-        best, best_score = -1, -np.inf
-        c = clusters[i]
-        for j in range(cluster_part_ptr[c], cluster_part_ptr[c + 1]):
-            p = cluster_parts[j]
-            v = 0.0
-            for a in range(router_lo[p], router_hi[p]):
-                v += router_val[a] * dense[router_idx[a]]
-            if v > best_score:
-                best, best_score = p, v
-        out[i] = best
-        for a in range(w_ptr[s], w_ptr[s + 1]):
-            dense[w_idx[a]] = 0.0
-    return out
