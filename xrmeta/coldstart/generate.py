@@ -1,8 +1,8 @@
 """Generate: a new item's classifier, as a sparse mix of its neighbours' classifiers and its own TF-IDF vector.
 
 Every generator only decides mixing coefficients (a `Plan`); `synthesize` applies them with one compiled kernel
-(`_core.mix_sparse`) and prunes the result to |w| >= threshold and at most max_nnz weights, so synthesized items cost no more to
-score than trained ones. Baselines:
+(`_core.mix_sparse`) and prunes the result to |w| >= threshold and at most max_nnz weights, so synthesized items
+cost no more to score than trained ones. Baselines:
 
 - mean: the average of the K neighbours' classifiers (the product-search paper's suggestion);
 - weighted: the similarity-weighted average;

@@ -1,6 +1,7 @@
 """The learned generator's network: a pre-LN transformer over [item token, neighbour tokens] (torch, used by
 training only; the compiled `_core.meta_forward` runs the same forward pass when serving, and tests check that
-the three -- torch, C++ and the numba oracle `kernels.meta.meta_forward` -- agree). `learned` says what the tokens hold and how the outputs mix a classifier."""
+the three -- torch, C++ and the numba oracle `kernels.meta.meta_forward` -- agree). `learned` says what the
+tokens hold and how the outputs mix a classifier."""
 
 from __future__ import annotations
 
