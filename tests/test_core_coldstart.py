@@ -213,3 +213,33 @@ def _param_shapes(F, T, d, L, ff, S):
     return [(2, F), (2, F), (2, F, d), (2, d), (T, d), (L, d), (L, d), (L, d, d), (L, d), (L, d, d), (L, d),
             (L, d, d), (L, d), (L, d, d), (L, d), (L, d), (L, d), (L, d, ff), (L, ff), (L, ff, d), (L, d), (d,), (d,),
             (d, 1), (1,), (d, S), (S,)]
+
+
+# ---------------------------------------------------------------- serving never calls the numba oracles
+SERVE = '''
+import json, sys
+from xrmeta.kernels import coldstart, meta
+from xrmeta.model import XRMetaModel
+folder, titles, ids = json.loads(sys.argv[1])
+model = XRMetaModel.load(folder)
+model.add_items(titles[:30], ids[:30], threads=1)
+model.add_items(titles[30:], ids[30:], threads=2)
+model.add_feedback(titles[:20], ids[:20])
+oracles = [coldstart.inverted_index, coldstart.cluster_vote, coldstart.mix_sparse, *coldstart.knn_topk,
+           *coldstart.item_tokens, *meta.meta_forward]
+print(sum(len(kernel.signatures) for kernel in oracles))
+'''
+
+
+def test_serving_never_compiles_a_numba_oracle(saved_dir, novel, tmp_path):
+    """Load, insert (1 and 2 threads) and take feedback in a fresh process: no cold-start numba kernel runs."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(saved_dir, tmp_path / "m")
+    args = json.dumps([str(tmp_path / "m"), novel[0][:60], novel[1][:60]])
+    run = subprocess.run([sys.executable, "-c", SERVE, args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "0"

@@ -39,8 +39,9 @@ Shaped<T> shaped(py::handle obj, const char* name, py::ssize_t ndim) {
 
 // CSR rows from their three arrays, their sizes consistent.
 Rows csr(py::handle ptr, py::handle idx, py::handle val, const char* name) {
-    Rows r{span<int64_t>(ptr, (std::string(name) + " ptr").c_str()), span<int32_t>(idx, (std::string(name) + " idx").c_str()),
-           span<float>(val, (std::string(name) + " val").c_str())};
+    const std::string prefix = std::string(name) + " ";
+    Rows r{span<int64_t>(ptr, (prefix + "ptr").c_str()), span<int32_t>(idx, (prefix + "idx").c_str()),
+           span<float>(val, (prefix + "val").c_str())};
     require(r.ptr.size >= 1 && r.idx.size == r.val.size && r.ptr[r.ptr.size - 1] <= r.idx.size &&
                 r.ptr[0] >= 0,
             std::string(name) + ": inconsistent CSR arrays (ptr, idx, val)");
