@@ -51,8 +51,9 @@ Rows csr(py::handle ptr, py::handle idx, py::handle val, const char* name) {
 // Every id of ids is -1 (none) or a row in [0, n_rows).
 void require_ids(Span<int64_t> ids, int64_t n_rows, const char* name) {
     for (int64_t a = 0; a < ids.size; ++a)
-        require(ids[a] >= -1 && ids[a] < n_rows, std::string(name) + ": id " + std::to_string(ids[a]) +
-                                                     " out of range [-1, " + std::to_string(n_rows) + ")");
+        if (ids[a] < -1 || ids[a] >= n_rows)  // the message only on failure: it costs more than the check
+            throw py::value_error(std::string(name) + ": id " + std::to_string(ids[a]) + " out of range [-1, " +
+                                  std::to_string(n_rows) + ")");
 }
 
 void require_threads(int64_t n_threads) { require(n_threads >= 1, "n_threads must be >= 1"); }
@@ -132,7 +133,8 @@ py::tuple bind_mix_sparse(py::handle src_item, py::handle src_coef, py::handle w
     require(self.n_rows() == n && scoef.size == n && keep.size == n,
             "self rows, self_coef and max_nnz: expected one per row of src_item");
     require(n_features >= 0, "n_features must be >= 0");
-    for (int64_t i = 0; i < n; ++i) require(keep[i] >= 0, "max_nnz must be >= 0");
+    for (int64_t i = 0; i < n; ++i)
+        if (keep[i] < 0) throw py::value_error("max_nnz must be >= 0");
     require_ids(items.view, w.n_rows(), "src_item");
     CsrOut out;
     {

@@ -13,12 +13,16 @@ namespace xrmeta {
 
 namespace {
 
+// Out of line and cold: a check stays one compare in the kernels' inner loops.
+[[noreturn, gnu::cold, gnu::noinline]] void throw_out_of_range(int64_t i, int64_t bound, const char* what) {
+    throw std::out_of_range(std::string(what) + " " + std::to_string(i) + " out of range [0, " +
+                            std::to_string(bound) + ")");
+}
+
 // Throws (IndexError in Python) unless 0 <= i < bound: a bad index in a caller's array must not write past
 // the kernel's scratch.
 inline void check_index(int64_t i, int64_t bound, const char* what) {
-    if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(bound))
-        throw std::out_of_range(std::string(what) + " " + std::to_string(i) + " out of range [0, " +
-                                std::to_string(bound) + ")");
+    if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(bound)) throw_out_of_range(i, bound, what);
 }
 
 // dense[idx[p]] += coef * val[p] for p in [lo, hi); indices first touched under this stamp are appended to
