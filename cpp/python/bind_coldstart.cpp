@@ -18,7 +18,8 @@ using py_convert::span;
 
 namespace {
 
-void require(bool ok, const std::string& message) {
+// A literal message: nothing is built unless the check fails (composed ones are built under an `if`).
+void require(bool ok, const char* message) {
     if (!ok) throw py::value_error(message);
 }
 
@@ -32,8 +33,9 @@ struct Shaped {
 template <class T>
 Shaped<T> shaped(py::handle obj, const char* name, py::ssize_t ndim) {
     auto a = checked<T>(obj, name);
-    require(a.ndim() == ndim, std::string(name) + ": expected a " + std::to_string(ndim) + "-d array, got " +
-                                  std::to_string(a.ndim()) + "-d");
+    if (a.ndim() != ndim)
+        throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) + "-d array, got " +
+                              std::to_string(a.ndim()) + "-d");
     return {span<T>(obj, name), std::vector<int64_t>(a.shape(), a.shape() + ndim)};
 }
 
@@ -42,9 +44,8 @@ Rows csr(py::handle ptr, py::handle idx, py::handle val, const char* name) {
     const std::string prefix = std::string(name) + " ";
     Rows r{span<int64_t>(ptr, (prefix + "ptr").c_str()), span<int32_t>(idx, (prefix + "idx").c_str()),
            span<float>(val, (prefix + "val").c_str())};
-    require(r.ptr.size >= 1 && r.idx.size == r.val.size && r.ptr[r.ptr.size - 1] <= r.idx.size &&
-                r.ptr[0] >= 0,
-            std::string(name) + ": inconsistent CSR arrays (ptr, idx, val)");
+    if (!(r.ptr.size >= 1 && r.idx.size == r.val.size && r.ptr[r.ptr.size - 1] <= r.idx.size && r.ptr[0] >= 0))
+        throw py::value_error(std::string(name) + ": inconsistent CSR arrays (ptr, idx, val)");
     return r;
 }
 
@@ -175,8 +176,9 @@ py::tuple bind_item_tokens(py::handle s_ptr, py::handle s_idx, py::handle s_val,
 // `coldstart.learned.PARAM_ORDER`, each of the shape its size in MetaNet says.
 py::tuple bind_meta_forward(py::args args) {
     constexpr size_t n_params = 27;
-    require(args.size() == n_params + 4, "meta_forward(tokens, valid, *params (27 arrays, learned.PARAM_ORDER), "
-                                         "n_heads, n_threads): got " + std::to_string(args.size()) + " arguments");
+    if (args.size() != n_params + 4)
+        throw py::value_error("meta_forward(tokens, valid, *params (27 arrays, learned.PARAM_ORDER), n_heads, "
+                              "n_threads): got " + std::to_string(args.size()) + " arguments");
     auto tokens = shaped<float>(args[0], "tokens", 3);
     auto valid = shaped<bool>(args[1], "valid", 2);
     const int64_t n_heads = args[n_params + 2].cast<int64_t>(), n_threads = args[n_params + 3].cast<int64_t>();
