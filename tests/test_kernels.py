@@ -1,4 +1,4 @@
-"""Numba kernels against brute-force numpy/scipy references."""
+"""The kernels serving runs (numba search, compiled `_core` cold start) against brute-force numpy/scipy references."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
+from xrmeta import _core
 from xrmeta.catalog import Catalog
 from xrmeta.coldstart import Selector, assign_vote, make_generator
 from xrmeta.coldstart.generate import synthesize
-from xrmeta.kernels.coldstart import mix_sparse
 from xrmeta.kernels.search import _raw_floor, transform
 from xrmeta.layout import POST_PROCESSORS
 
@@ -186,7 +186,7 @@ def test_mix_sparse_matches_dense(trained, novel, generator, threshold, max_nnz)
 def test_mix_sparse_drops_sums_that_cancel():
     # W rows: item 0 = {0: 0.5, 2: 0.25}, item 1 = {0: 0.5}
     # out row 0 = W0 - W1: feature 0 cancels to exactly 0 and is not stored; out row 1 = 2 * its own {3: 0.75}
-    ptr, idx, val = mix_sparse(
+    ptr, idx, val = _core.mix_sparse(
         np.array([[0, 1], [-1, -1]]), np.array([[1, -1], [0, 0]], dtype=np.float32),
         np.array([0, 2, 3]), np.array([0, 2, 0], dtype=np.int32), np.array([0.5, 0.25, 0.5], dtype=np.float32),
         np.array([0, 0, 1]), np.array([3], dtype=np.int32), np.array([0.75], dtype=np.float32),
@@ -252,12 +252,10 @@ def test_raw_floor_never_skips_an_item_that_could_enter(post):
 def test_inverted_index_keeps_each_features_largest_rows(keep):
     """The selector's feature -> rows index equals scipy's transpose, truncated per feature to its `keep` largest
     values with ties to the smaller row, rows in increasing order."""
-    from xrmeta.kernels.coldstart import inverted_index
-
     Z = smat.random(300, 50, density=0.3, format="csr", dtype=np.float32, random_state=keep)
     Z.data = np.round(Z.data * 4) / 4  # many ties
     Z.sort_indices()
-    ptr, rows, vals = inverted_index(Z.indptr.astype(np.int64), Z.indices, Z.data, Z.shape[1], keep)
+    ptr, rows, vals = _core.inverted_index(Z.indptr.astype(np.int64), Z.indices, Z.data, Z.shape[1], keep)
     inv = Z.tocsc()
     inv.sort_indices()
     for f in range(Z.shape[1]):

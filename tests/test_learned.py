@@ -1,4 +1,4 @@
-"""The learned generator: numba forward pass = torch, the held-out retraining, training, serving, persistence,
+"""The learned generator: compiled forward pass = torch, the held-out retraining, training, serving, persistence,
 and the two command lines that train it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as smat
 
-from xrmeta import threads
+from xrmeta import _core, threads
 from xrmeta import train as train_cli
 from xrmeta import train_generator as train_generator_cli
 from xrmeta.coldstart import GENERATORS
@@ -19,7 +19,6 @@ from xrmeta.coldstart import train_learned as TL
 from xrmeta.coldstart import training as T
 from xrmeta.coldstart.generate import Calibration
 from xrmeta.kernels.coldstart import block_dots
-from xrmeta.kernels.meta import meta_forward
 from xrmeta.model import ColdStartConfig, ModelError, XRMetaModel
 from xrmeta.tree import TreeConfig
 
@@ -44,7 +43,7 @@ def learned(trained, train_xy):
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_numba_forward_matches_torch(depth):
+def test_compiled_forward_matches_torch(depth):
     rng = np.random.default_rng(depth)
     config = L.LearnedConfig(depth=depth, d_model=8, n_heads=2, d_ff=12, seed=depth)
     mu = rng.normal(size=(2, L.N_FEATURES)).astype(np.float32)
@@ -60,8 +59,7 @@ def test_numba_forward_matches_torch(depth):
     with torch.no_grad():
         alpha, out = net(torch.as_tensor(tokens), torch.as_tensor(valid))
     params = net.export()
-    n_alpha, n_out = threads.run(meta_forward, -1, tokens, valid, *(params[p] for p in L.PARAM_ORDER),
-                                 config.n_heads, 3)
+    n_alpha, n_out = _core.meta_forward(tokens, valid, *(params[p] for p in L.PARAM_ORDER), config.n_heads, 3)
     np.testing.assert_allclose(n_alpha, alpha.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(n_out, out.numpy(), rtol=1e-4, atol=1e-5)
     assert (n_alpha[~valid[:, 1:]] == 0).all() and (n_alpha[valid[:, 1:]] > 0).all()

@@ -22,6 +22,7 @@ const char* dtype_name() {
     else if constexpr (std::is_same_v<T, int32_t>) return "int32";
     else if constexpr (std::is_same_v<T, int64_t>) return "int64";
     else if constexpr (std::is_same_v<T, bool>) return "bool";
+    else if constexpr (std::is_same_v<T, int8_t>) return "int8";
     else return "?";
 }
 

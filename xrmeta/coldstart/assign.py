@@ -6,14 +6,17 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
-from ..kernels.coldstart import cluster_vote
+from .. import _core
 
 
 def assign_vote(nbr_items: np.ndarray, nbr_sims: np.ndarray, item_cluster: np.ndarray, fallback: np.ndarray,
                 m: int = 1) -> np.ndarray:
     """(n, m): the clusters with the largest similarity-weighted votes of the item's neighbours, best first, -1
     padded (fallback[i] when an item has no neighbour)."""
-    return cluster_vote(nbr_items, nbr_sims, item_cluster, np.asarray(fallback, dtype=np.int64), m)
+    return _core.cluster_vote(np.ascontiguousarray(nbr_items, dtype=np.int64),
+                              np.ascontiguousarray(nbr_sims, dtype=np.float32),
+                              np.ascontiguousarray(item_cluster, dtype=np.int32),  # the catalogue's: no copy
+                              np.ascontiguousarray(fallback, dtype=np.int64), int(m))
 
 
 def leaf_centroids(Z: smat.spmatrix, item_cluster: np.ndarray, n_clusters: int) -> smat.csr_matrix:

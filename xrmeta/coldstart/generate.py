@@ -1,8 +1,8 @@
 """Generate: a new item's classifier, as a sparse mix of its neighbours' classifiers and its own TF-IDF vector.
 
-Every generator only decides mixing coefficients (a `Plan`); `synthesize` applies them with one numba kernel
-and prunes the result to |w| >= threshold and at most max_nnz weights, so synthesized items cost no more to
-score than trained ones. Baselines:
+Every generator only decides mixing coefficients (a `Plan`); `synthesize` applies them with one compiled kernel
+(`_core.mix_sparse`) and prunes the result to |w| >= threshold and at most max_nnz weights, so synthesized items
+cost no more to score than trained ones. Baselines:
 
 - mean: the average of the K neighbours' classifiers (the product-search paper's suggestion);
 - weighted: the similarity-weighted average;
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as smat
 
-from ..kernels.coldstart import mix_sparse
+from .. import _core
+from .arrays import csr_arrays
 
 
 @dataclass
@@ -163,10 +164,10 @@ def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.cs
         block = feature_block[S.indices]
         self_val = S.data * self_coef[np.repeat(np.arange(n), np.diff(S.indptr)), block]
         self_coef = np.ones(n, dtype=np.float32)
-    ptr, idx, val = mix_sparse(
+    ptr, idx, val = _core.mix_sparse(
         np.ascontiguousarray(nbr_items, dtype=np.int64), np.ascontiguousarray(plan.nbr_coef, dtype=np.float32),
         W_ptr, W_idx, W_val,
-        S.indptr.astype(np.int64), S.indices, self_val.astype(np.float32), self_coef,
+        *csr_arrays(S)[:2], self_val.astype(np.float32), self_coef,
         n_features, np.float32(threshold), np.full(n, max_nnz, dtype=np.int64),
     )
     valid = nbr_items >= 0

@@ -27,9 +27,10 @@ measured no better on Home Depot or PriceRunner (benchmarks.generator_ablation);
 for that comparison.
 
 Training (`train_learned.train_generator`, torch) fits the network on held-out clicks; `network.make_net` is the
-network. Serving uses no torch: the network's parameters are plain arrays (`generator.npz`), and
-`kernels.meta.meta_forward` (numba) runs the same forward pass during `add_items`. A test checks that it agrees with
-torch, and another that loading, inserting and searching run with torch absent.
+network. Serving uses no torch: the network's parameters are plain arrays (`generator.npz`), and the compiled
+`_core.meta_forward` (cpp/src/meta.cpp) runs the same forward pass during `add_items`. Tests check that it agrees
+with torch and with its numba oracle (`kernels.meta`), and that loading, inserting and searching run with torch
+absent.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as smat
 
+from .. import _core
 from .. import threads as thread_rule
 from ..errors import ModelError
-from ..kernels.coldstart import item_tokens
-from ..kernels.meta import meta_forward
+from .arrays import csr_arrays
 from .generate import Calibration, Generator, Plan, register
 
 N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
@@ -124,23 +125,21 @@ def slot_stats(w_ptr: np.ndarray, w_val: np.ndarray, slot_bias: np.ndarray, popu
 def token_features(S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, Z: smat.csr_matrix,
                    stats: np.ndarray, feature_block: np.ndarray, n_blocks: int, threads: int = -1):
     """Tokens (n, K+1, N_FEATURES) and valid mask (n, K+1) for items with TF-IDF rows S (sorted indices) and
-    their neighbours (rows of Z, -1 = none) with similarities sims: `kernels.coldstart.item_tokens`, one numba pass, the
+    their neighbours (rows of Z, -1 = none) with similarities sims: `_core.item_tokens`, one compiled pass, the
     same at training and at insertion."""
-    S = smat.csr_matrix(S, dtype=np.float32)
-    n = thread_rule.resolve(threads)
-    return thread_rule.run(item_tokens, n, S.indptr.astype(np.int64), S.indices, S.data,
-                           np.ascontiguousarray(nbrs, np.int64), np.ascontiguousarray(sims, np.float32),
-                           Z.indptr.astype(np.int64), Z.indices, Z.data, stats, feature_block, n_blocks, N_FEATURES, n)
+    return _core.item_tokens(*csr_arrays(S), np.ascontiguousarray(nbrs, np.int64),
+                             np.ascontiguousarray(sims, np.float32), *csr_arrays(Z), stats, feature_block, n_blocks,
+                             N_FEATURES, thread_rule.resolve(threads))
 
 
 PARAM_ORDER = ("mu", "sd", "w_in", "b_in", "pos", "ln1_g", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo",
                "ln2_g", "ln2_b", "w1", "b1", "w2", "b2", "lnf_g", "lnf_b", "w_nbr", "b_nbr", "w_self", "b_self")
 
 
-# ---------------------------------------------------------------- the generator (serving: numpy + numba)
+# ---------------------------------------------------------------- the generator (serving: numpy + _core)
 @register
 class LearnedGenerator(Generator):
-    """The generator `make_net`'s network learned (`train_learned.train_generator`), served with numpy and numba.
+    """The generator `make_net`'s network learned (`train_learned.train_generator`), served with numpy and _core.
 
     params: the network's float32 arrays by name (`PARAM_ORDER`); stats (n_base, 4) float32: `slot_stats` of
     the observed items; Z (n_base, F) CSR: their title rows (the selector's); feature_block (F,) int8: the n-gram
@@ -172,9 +171,9 @@ class LearnedGenerator(Generator):
 
     def forward(self, tokens: np.ndarray, valid: np.ndarray, threads: int = -1):
         """The network's outputs (alpha (n, K), out (n, n_blocks + 1)) for tokens (n, K + 1, N_FEATURES)."""
-        n = thread_rule.resolve(threads)
-        return thread_rule.run(meta_forward, n, np.ascontiguousarray(tokens, dtype=np.float32), valid,
-                               *(self.params[p] for p in PARAM_ORDER), self.n_heads, n)
+        return _core.meta_forward(np.ascontiguousarray(tokens, dtype=np.float32),
+                                  np.ascontiguousarray(valid, dtype=bool), *(self.params[p] for p in PARAM_ORDER),
+                                  self.n_heads, thread_rule.resolve(threads))
 
     def plan(self, S, nbr_items, nbr_sims, threads: int = -1) -> Plan:
         """`Generator.plan`: the network's coefficients, read from the item's and its neighbours' tokens."""

@@ -1,6 +1,7 @@
 """The learned generator's network: a pre-LN transformer over [item token, neighbour tokens] (torch, used by
-training only; `kernels.meta.meta_forward` runs the same forward pass in numba when serving, and a test checks that
-the two agree). `learned` says what the tokens hold and how the outputs mix a classifier."""
+training only; the compiled `_core.meta_forward` runs the same forward pass when serving, and tests check that
+the three -- torch, C++ and the numba oracle `kernels.meta.meta_forward` -- agree). `learned` says what the
+tokens hold and how the outputs mix a classifier."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def make_net(config: LearnedConfig, k: int, n_blocks: int, calibration: Calibrat
     nn = torch.nn
 
     class MetaNet(nn.Module):
-        """Pre-LN transformer over [item token, neighbour tokens]; mirrored by `kernels.meta.meta_forward`."""
+        """Pre-LN transformer over [item token, neighbour tokens]; mirrored by `_core.meta_forward`."""
 
         def __init__(self):
             super().__init__()
@@ -85,7 +86,7 @@ def make_net(config: LearnedConfig, k: int, n_blocks: int, calibration: Calibrat
             return alpha, torch.cat([softplus(out[:, :-1]), out[:, -1:]], dim=1)
 
         def export(self) -> dict:
-            """Plain float32 arrays for `kernels.meta.meta_forward`."""
+            """Plain float32 arrays for `_core.meta_forward`."""
             return {name: t.detach().numpy().astype(np.float32).copy() for name, t in self.state_dict().items()}
 
     return MetaNet()

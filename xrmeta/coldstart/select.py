@@ -7,8 +7,9 @@ import numpy as np
 import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
+from .. import _core
 from .. import threads as thread_rule
-from ..kernels.coldstart import inverted_index, knn_topk
+from .arrays import csr_arrays
 
 
 class Selector:
@@ -27,9 +28,9 @@ class Selector:
         self.Z = Z
         self.max_postings = max_postings
         self.n_candidates = n_candidates if max_postings else 0
-        self.z_ptr = Z.indptr.astype(np.int64)
-        self.inv_ptr, self.inv_item, self.inv_val = inverted_index(self.z_ptr, Z.indices, Z.data, Z.shape[1],
-                                                                   max_postings or 0)
+        self.z_ptr, Z.indices, _ = csr_arrays(Z)  # int32 indices in Z itself: the generator reads its rows too
+        self.inv_ptr, self.inv_item, self.inv_val = _core.inverted_index(self.z_ptr, Z.indices, Z.data, Z.shape[1],
+                                                                         max_postings or 0)
 
     def without(self, items: np.ndarray) -> Selector:
         """A new selector over the same rows with those of `items` emptied (delisted observed items: never a
@@ -52,10 +53,10 @@ class Selector:
         if Q.shape[1] != self.Z.shape[1]:
             raise ValueError(f"query dimension {Q.shape[1]} != item dimension {self.Z.shape[1]}")
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
-        n = thread_rule.resolve(threads)
-        return thread_rule.run(
-            knn_topk, n, Q.indptr.astype(np.int64), Q.indices, Q.data, self.inv_ptr, self.inv_item, self.inv_val,
-            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates, n,
+        return _core.knn_topk(
+            *csr_arrays(Q), self.inv_ptr, self.inv_item, self.inv_val,
+            self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
+            thread_rule.resolve(threads),
         )
 
 

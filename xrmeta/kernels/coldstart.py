@@ -1,5 +1,8 @@
-"""Cold-start kernels: the inverted index and neighbour search (`inverted_index`, `knn_topk`), cluster vote, sparse mixing of weight vectors, and the
-learned generator's input features (`block_dots`, `item_tokens`).
+"""Cold-start kernels in numba: the reference implementations of the compiled ones in `xrmeta._core`
+(cpp/src/coldstart.cpp) that serving runs -- the inverted index and neighbour search (`inverted_index`,
+`knn_topk`), cluster vote, sparse mixing of weight vectors (`mix_sparse`) and the learned generator's input tokens
+(`item_tokens`). No production path calls them: tests/test_core_coldstart.py checks the C++ against them.
+`block_dots` is a training helper (`coldstart.training.pair_dots`) and stays here.
 
 Kernels with a parallel loop are built parallel and serial (`xrmeta.threads`): call them with
 `threads.run(kernel, threads, ..., n_threads)`, n_threads = `threads.resolve(threads)` (the chunks' count).

@@ -1,4 +1,6 @@
-"""The learned generator's forward pass (`meta_forward`), in numba: serving needs no torch.
+"""The learned generator's forward pass (`meta_forward`) in numba: the reference implementation of the compiled
+`xrmeta._core.meta_forward` (cpp/src/meta.cpp) that serving runs; tests/test_core_coldstart.py checks the two
+agree. No production path calls it.
 
 Built parallel and serial (`xrmeta.threads`): call `threads.run(meta_forward, threads, ..., n_threads)`.
 """
