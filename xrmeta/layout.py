@@ -43,8 +43,10 @@ class Rows(NamedTuple):
 
 
 def rows(X: smat.csr_matrix) -> Rows:
-    """The CSR triple of X (float32 values, indices as they are: sort them first where a kernel searches them)."""
-    return Rows(X.indptr.astype(np.int64), X.indices, X.data)
+    """The CSR triple of X with the dtypes the C++ core checks (int32 indices: scipy may hold int64 ones; float32
+    values), copied only if they differ; indices as they are: sort them first where a kernel searches them."""
+    return Rows(X.indptr.astype(np.int64), X.indices.astype(np.int32, copy=False),
+                X.data.astype(np.float32, copy=False))
 
 
 class FeatureMajor(NamedTuple):
