@@ -10,6 +10,14 @@
 
 #include "xrmeta/threads.hpp"
 
+// No fused multiply-add may contract a * b + c (numba does not, and its roundings are the oracle's): compilers
+// contract by default where the target has FMA (aarch64, x86-64 built with -march=haswell or native).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace xrmeta {
 
 namespace {
@@ -98,13 +106,12 @@ struct TopHeap {
 
     // Write the heap best-first into out_*[0, out_len), padded with slot -1 and score 0, emptying it: the worst
     // goes last, so equal scores come out smaller slot first (the heap's tie rule). No allocation per query.
-    template <class Slot>
-    void drain(float* out_score, Slot* out_slot, int64_t out_len) {
+    void drain(float* out_score, int64_t* out_slot, int64_t out_len) {
         std::fill(out_score + size, out_score + out_len, 0.0f);
-        std::fill(out_slot + size, out_slot + out_len, Slot(-1));
+        std::fill(out_slot + size, out_slot + out_len, int64_t(-1));
         for (int64_t n = size - 1; n >= 0; --n) {
             out_score[n] = score[0];
-            out_slot[n] = Slot(slot[0]);
+            out_slot[n] = slot[0];
             sift_down(n, score[n], slot[n]);
         }
         size = 0;
@@ -249,8 +256,10 @@ void score_part(int32_t part, Query q, const float* dense_q, float parent, const
         accumulate(q, ins.row_lo[part], ins.row_hi[part], nullptr, ins.feats.data, ins.row_ptr.data,
                    ins.local.data, ins.val.data, s.acc.data());
         double floor = h.raw_floor(parent, leaf.post);
-        for (int64_t j = j0; j < j1; ++j)
-            if (int32_t slot = ins.slots[j]; leaf.slot_alive[slot]) h.offer(s.acc[j - j0], slot, parent, leaf.post, floor);
+        for (int64_t j = j0; j < j1; ++j) {
+            int32_t slot = ins.slots[j];
+            if (leaf.slot_alive[slot]) h.offer(s.acc[j - j0], slot, parent, leaf.post, floor);
+        }
     }
     double floor = h.raw_floor(parent, leaf.post);
     for (int32_t e = ins.head[part]; e >= 0; e = ins.entry_next[e]) {  // the tail: gathered against dense_q
