@@ -25,9 +25,8 @@ link the batch in. So a query sees a batch entirely or not at all, never a half-
 alive byte per item in the published buffer: each item is present or absent, and a query that starts after
 `remove` returns never sees it. `compact` builds new buffers beside the published ones and publishes them as one
 new state: queries holding the previous state go on reading it, and its memory returns when they finish.
-Concurrent queries with threads > 1 launch numba's parallel kernels from several threads at once, which needs a
-thread-safe numba threading layer (omp or tbb; the workqueue fallback aborts); threads=1 runs the serial
-build of the kernel (`xrmeta.threads`).
+The search kernels are the C++ core's (`xrmeta._core`): they run without the GIL, on their own threads (threads=1
+runs in the caller's thread and starts none), so concurrent queries need no numba threading layer.
 """
 
 from __future__ import annotations
@@ -37,17 +36,16 @@ import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numba
 import numpy as np
 import scipy.sparse as smat
 
+from . import _core
 from .data.xmc import new_ids_problem, preview
 from .inserted import Chunks, Growable
-from .kernels.search import leaf_topk, search_topk
 from .layout import (LEAF_ARRAYS, POST_PROCESSORS, FeatureMajor, InsertedLayout, LeafLayout, check_beams, feature_major,
                      leaf_arrays_problem, rows)
 from .parts import Parts
-from .threads import resolve, run
+from .threads import resolve
 
 SUBSETS = {"all": 0, "observed": 1, "inserted": 2}
 RECHUNK_MIN = 1 << 20  # dead chunk postings tolerated whatever the live ones (small catalogues never rebuild)
@@ -397,10 +395,10 @@ class Catalog:
         st = self._state  # one read: a consistent view even if a writer publishes while we score
         beam = min(int(beam_size), self.n_clusters)
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
-        slots, scores = run(search_topk, n, rows(X), upper.layout, st.leaf, st.inserted, beam, wide,
-                            SUBSETS[subset], int(k), int(k) * st.memberships,
-                            max(self.max_cluster_size, upper.max_group_size, st.widest), n, self._scratch(n),
-                            int(split_probe))
+        slots, scores = _core.search_topk(rows(X), upper.layout, st.leaf, st.inserted, beam, wide, SUBSETS[subset],
+                                          int(k), int(k) * st.memberships,
+                                          max(self.max_cluster_size, upper.max_group_size, st.widest), n,
+                                          self._scratch(n), int(split_probe))
         return slots, scores, st.ids
 
     def search_clusters(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all",
@@ -418,8 +416,9 @@ class Catalog:
             raise ValueError("beam scores must be finite (no NaN or inf)")
         X = self._checked_queries(smat.csr_matrix(X, dtype=np.float32))
         st = self._state
-        return leaf_topk(rows(X), rows(beams), st.leaf, st.inserted, SUBSETS[subset], int(k), int(k) * st.memberships,
-                         max(self.max_cluster_size, st.widest, 1), self._scratch(1)[0], int(split_probe))
+        return _core.leaf_topk(rows(X), rows(beams), st.leaf, st.inserted, SUBSETS[subset], int(k),
+                               int(k) * st.memberships, max(self.max_cluster_size, st.widest, 1), self._scratch(1)[0],
+                               int(split_probe))
 
     @staticmethod
     def _check_search(subset: str, k: int) -> None:
@@ -431,7 +430,10 @@ class Catalog:
     def _checked_queries(self, X: smat.csr_matrix) -> smat.csr_matrix:
         """X with sorted indices (the kernels binary-search each query's features), after checking every value
         the kernels use unchecked as an index: a bad one would read or write outside their arrays."""
-        problem = _query_problem(X.indices, X.data, self.n_features)
+        X = smat.csr_matrix(X, dtype=np.float32)  # the kernels read float32 values and int32 features (no copy
+        if X.indices.dtype != np.int32:  # when they are already)
+            X = smat.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr), shape=X.shape)
+        problem = _core.query_problem(X.indices, X.data, self.n_features)
         if problem == 1:
             raise ValueError(f"feature indices must be in [0, {self.n_features})")
         if problem == 2:
@@ -576,18 +578,3 @@ def _repeats_in_rows(clusters: np.ndarray) -> bool:
     """Whether any row of (n, m) cluster ids holds a cluster twice (-1 padding aside)."""
     s = np.sort(clusters, axis=1)
     return bool(((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any())
-
-
-@numba.njit(cache=True, nogil=True)
-def _query_problem(x_idx, x_val, n_features):
-    """The search's input check, compiled: one call costs less than a single numpy reduction, and it runs on
-    every query. 0: fine; 1: a feature index out of range; 2: a NaN or inf value."""
-    for a in range(x_idx.shape[0]):
-        if x_idx[a] < 0 or x_idx[a] >= n_features:
-            return 1
-    for a in range(x_val.shape[0]):
-        if not np.isfinite(x_val[a]):
-            return 2
-    return 0
-
-

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as smat
 
 # Post-processors, as in PECOS: a transform of the raw score, multiplied along the tree path. The kernels read
-# the code (`kernels.search.transform`): the hinge's exponent, or 0 for the sigmoid.
+# the code (`transform` in cpp/src/search.cpp): the hinge's exponent, or 0 for the sigmoid.
 POST_PROCESSORS = {"l1-hinge": 1, "l2-hinge": 2, "l3-hinge": 3, "l4-hinge": 4, "sigmoid": 0}
 
 # A group (the children of one node) whose chunk holds at least this share of all features gets a dense
@@ -43,8 +43,10 @@ class Rows(NamedTuple):
 
 
 def rows(X: smat.csr_matrix) -> Rows:
-    """The CSR triple of X (float32 values, indices as they are: sort them first where a kernel searches them)."""
-    return Rows(X.indptr.astype(np.int64), X.indices, X.data)
+    """The CSR triple of X with the dtypes the C++ core checks (int32 indices: scipy may hold int64 ones; float32
+    values), copied only if they differ; indices as they are: sort them first where a kernel searches them."""
+    return Rows(X.indptr.astype(np.int64), X.indices.astype(np.int32, copy=False),
+                X.data.astype(np.float32, copy=False))
 
 
 class FeatureMajor(NamedTuple):

@@ -22,9 +22,9 @@ import scipy.sparse as smat
 from pecos.xmc import Indexer, LabelEmbeddingFactory
 from pecos.xmc.xlinear.model import XLinearModel
 
-from .kernels.search import upper_beams
+from . import _core
 from .layout import POST_PROCESSORS, UpperLayout, check_beams, feature_major, rows, upper_layout
-from .threads import resolve, run
+from .threads import resolve
 
 LABEL_EMBEDDINGS = ("pifa", "title", "mix")
 TITLE_LAYERS = ("all", "upper")
@@ -144,8 +144,8 @@ class UpperLayers:
     """Beam search over the layers above the leaves: each query's top-b leaf clusters with their path scores.
 
     The trained PECOS model of these layers is read once at load and laid out like the catalogue's observed
-    items (`layout.UpperLayout`: per tree node, its children feature-major), so that one numba call
-    (`kernels.search.search_topk`) goes from the query to its top-k items. PECOS's own predict pays about 0.1 ms
+    items (`layout.UpperLayout`: per tree node, its children feature-major), so that one call of the C++ core
+    (`_core.search_topk`) goes from the query to its top-k items. PECOS's own predict pays about 0.1 ms
     of Python per call (copies of its parameters, result matrices), which was most of an online query.
     """
 
@@ -221,7 +221,7 @@ class UpperLayers:
         n = resolve(threads)
         X = smat.csr_matrix(X, dtype=np.float32)
         X.sort_indices()
-        return run(upper_beams, n, rows(X), self.layout, int(beam_size), int(last_beam), self.max_group_size, n)
+        return _core.upper_beams(rows(X), self.layout, int(beam_size), int(last_beam), self.max_group_size, n)
 
     def beams(self, X: smat.csr_matrix, beam_size: int, threads: int = 1,
               last_beam: int | None = None) -> smat.csr_matrix:

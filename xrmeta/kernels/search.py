@@ -1,5 +1,7 @@
-"""Search kernels: the top-k heap, leaf scoring, the beam search over the upper layers, and `search_topk`, the
-whole search (beam search, then leaf scoring) in one call.
+"""Search kernels, numba: the reference implementation of the C++ core's search (`cpp/src/search.cpp`, bound as
+`xrmeta._core`), kept for its parity tests (tests/test_core_search.py) and as the benchmark peer; production
+(`catalog`, `tree`) no longer calls them. The top-k heap, leaf scoring, the beam search over the upper layers,
+and `search_topk`, the whole search (beam search, then leaf scoring) in one call.
 
 Kernels read the layouts of `xrmeta.layout` (one argument each). A batch is split into one contiguous chunk
 of queries per thread: each chunk owns its scratch buffers, allocated once, so no per-query allocation is
