@@ -12,7 +12,7 @@ from sklearn.preprocessing import normalize
 
 from xrmeta import _core, threads
 from xrmeta.coldstart import learned as L
-from xrmeta.coldstart.arrays import csr_arrays
+from xrmeta.layout import rows
 from xrmeta.kernels import coldstart as oracle
 from xrmeta.kernels import meta as meta_oracle
 
@@ -51,7 +51,7 @@ def assert_same(got, want):
 @pytest.mark.parametrize("keep", [0, 1, 3, 1000])
 def test_inverted_index(keep):
     Z = random_rows(np.random.default_rng(keep), 300, 50, 0.3, quantum=0.25)
-    args = (*csr_arrays(Z), Z.shape[1], keep)
+    args = (*rows(Z), Z.shape[1], keep)
     assert_same(_core.inverted_index(*args), oracle.inverted_index(*args))
 
 
@@ -71,9 +71,9 @@ def knn_case():
 @pytest.mark.parametrize("max_postings,n_candidates", [(0, 0), (6, 20), (6, 1)])
 def test_knn_topk(knn_case, n_threads, k, max_postings, n_candidates):
     Z, Q = knn_case
-    z = csr_arrays(Z)
+    z = rows(Z)
     inv = _core.inverted_index(*z, Z.shape[1], max_postings)
-    args = (*csr_arrays(Q), *inv, *z, Z.shape[0], Z.shape[1], k, n_candidates, n_threads)
+    args = (*rows(Q), *inv, *z, Z.shape[0], Z.shape[1], k, n_candidates, n_threads)
     got = _core.knn_topk(*args)
     assert_same(got, threads.run(oracle.knn_topk, n_threads, *args))
     assert (got[0][3] == -1).all()  # the empty query
@@ -110,7 +110,7 @@ def test_mix_sparse(threshold, seed):
     self_coef = rng.choice(np.array([0, 1, -0.5], np.float32), size=n)
     max_nnz = rng.integers(0, 12, size=n)
     max_nnz[:3] = 0
-    args = (src, coef, *csr_arrays(W), *csr_arrays(S), self_coef, n_features, np.float32(threshold), max_nnz)
+    args = (src, coef, *rows(W), *rows(S), self_coef, n_features, np.float32(threshold), max_nnz)
     ptr, idx, val = got = _core.mix_sparse(*args)
     assert_same(got, oracle.mix_sparse(*args))
     assert (np.diff(ptr) <= max_nnz).all() and (val != 0).all() and (np.abs(val) >= threshold).all()
@@ -127,7 +127,7 @@ def test_item_tokens_random(n_threads):
     nbrs[2] = -1
     sims = np.sort(rng.random((50, 4)), axis=1)[:, ::-1].astype(np.float32)
     stats = rng.normal(size=(20, 4)).astype(np.float32)
-    args = (*csr_arrays(S), nbrs, sims, *csr_arrays(Z), stats, block, 3, L.N_FEATURES, n_threads)
+    args = (*rows(S), nbrs, sims, *rows(Z), stats, block, 3, L.N_FEATURES, n_threads)
     assert_same(_core.item_tokens(*args), threads.run(oracle.item_tokens, n_threads, *args))
 
 
@@ -146,7 +146,7 @@ def generator_inputs(trained, novel):
 @pytest.mark.parametrize("n_threads", THREADS)
 def test_item_tokens_of_the_model(generator_inputs, n_threads):
     gen, S, nbrs, sims = generator_inputs
-    args = (*csr_arrays(S), nbrs, sims, *csr_arrays(gen.Z), gen.stats, gen.feature_block, gen.n_blocks,
+    args = (*rows(S), nbrs, sims, *rows(gen.Z), gen.stats, gen.feature_block, gen.n_blocks,
             L.N_FEATURES, n_threads)
     assert_same(_core.item_tokens(*args), threads.run(oracle.item_tokens, n_threads, *args))
 
@@ -177,7 +177,7 @@ def test_bad_dtype_raises():
     with pytest.raises(TypeError, match="item_cluster: expected dtype int32"):
         _core.cluster_vote(nbrs, sims, cluster.astype(np.int64), fallback, 1)
     Z = random_rows(np.random.default_rng(0), 5, 8, 0.5)
-    ptr, idx, val = csr_arrays(Z)
+    ptr, idx, val = rows(Z)
     with pytest.raises(TypeError, match="z idx: expected dtype int32"):
         _core.inverted_index(ptr, idx.astype(np.int64), val, 8, 0)
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -196,7 +196,7 @@ def test_bad_shapes_and_ids_raise():
         _core.cluster_vote(nbrs + 1, sims, cluster, np.zeros(2, np.int64), 1)
     Z = random_rows(np.random.default_rng(0), 5, 8, 0.5)
     with pytest.raises(IndexError, match="feature"):  # a feature past n_features must not write past the scratch
-        _core.inverted_index(*csr_arrays(Z), 4, 0)
+        _core.inverted_index(*rows(Z), 4, 0)
     tokens, valid = np.zeros((2, 3, L.N_FEATURES), np.float32), np.ones((2, 3), bool)
     rng = np.random.default_rng(0)
     params = [rng.normal(size=s).astype(np.float32) for s in _param_shapes(F=L.N_FEATURES, T=3, d=4, L=1, ff=6, S=2)]

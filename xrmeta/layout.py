@@ -42,10 +42,12 @@ class Rows(NamedTuple):
     val: np.ndarray  # float32
 
 
-def rows(X: smat.csr_matrix) -> Rows:
-    """The CSR triple of X with the dtypes the C++ core checks (int32 indices: scipy may hold int64 ones; float32
-    values), copied only if they differ; indices as they are: sort them first where a kernel searches them."""
-    return Rows(X.indptr.astype(np.int64), X.indices.astype(np.int32, copy=False),
+def rows(X: smat.spmatrix) -> Rows:
+    """The CSR triple of X with the dtypes the C++ core checks, copied only where they differ (scipy gives some
+    products and stacks int64 indices); indices as they are: sort them first where a kernel searches them."""
+    if not smat.isspmatrix_csr(X):
+        X = smat.csr_matrix(X)
+    return Rows(X.indptr.astype(np.int64, copy=False), X.indices.astype(np.int32, copy=False),
                 X.data.astype(np.float32, copy=False))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as smat
 
 from .. import _core
-from .arrays import csr_arrays
+from ..layout import rows
 
 MARGIN = 1e-3  # the raw score the item must gain over its best competitor (a tie goes to the older slot)
 
@@ -62,7 +62,7 @@ def refine(catalog, X: smat.csr_matrix, slots: np.ndarray, weights: np.ndarray, 
     D = (per_item[moved] @ X).tocsr()  # each moved item's summed steps
     w = catalog.w_ptr.view, catalog.w_idx.view, catalog.w_val.view
     ptr, idx, val = _core.mix_sparse(items[moved, None].astype(np.int64), np.ones((len(moved), 1), np.float32), *w,
-                                     *csr_arrays(D), np.ones(len(moved), np.float32), X.shape[1], np.float32(threshold),
+                                     *rows(D), np.ones(len(moved), np.float32), X.shape[1], np.float32(threshold),
                                      np.maximum(np.diff(W.indptr)[moved], max_nnz).astype(np.int64))
     return items[moved], smat.csr_matrix((val, idx, ptr), shape=(len(moved), X.shape[1])), bias[moved]
 

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as smat
 
 from .. import _core
-from .arrays import csr_arrays
+from ..layout import rows
 
 
 @dataclass
@@ -167,7 +167,7 @@ def synthesize(plan: Plan, nbr_items, slot_bias, W_ptr, W_idx, W_val, S: smat.cs
     ptr, idx, val = _core.mix_sparse(
         np.ascontiguousarray(nbr_items, dtype=np.int64), np.ascontiguousarray(plan.nbr_coef, dtype=np.float32),
         W_ptr, W_idx, W_val,
-        *csr_arrays(S)[:2], self_val.astype(np.float32), self_coef,
+        *rows(S)[:2], self_val.astype(np.float32), self_coef,
         n_features, np.float32(threshold), np.full(n, max_nnz, dtype=np.int64),
     )
     valid = nbr_items >= 0

@@ -46,7 +46,7 @@ import scipy.sparse as smat
 from .. import _core
 from .. import threads as thread_rule
 from ..errors import ModelError
-from .arrays import csr_arrays
+from ..layout import rows
 from .generate import Calibration, Generator, Plan, register
 
 N_FEATURES = 10  # per token; the item token uses the first 2 * n_blocks + 2 and zero-pads the rest
@@ -127,8 +127,8 @@ def token_features(S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, Z: sm
     """Tokens (n, K+1, N_FEATURES) and valid mask (n, K+1) for items with TF-IDF rows S (sorted indices) and
     their neighbours (rows of Z, -1 = none) with similarities sims: `_core.item_tokens`, one compiled pass, the
     same at training and at insertion."""
-    return _core.item_tokens(*csr_arrays(S), np.ascontiguousarray(nbrs, np.int64),
-                             np.ascontiguousarray(sims, np.float32), *csr_arrays(Z), stats, feature_block, n_blocks,
+    return _core.item_tokens(*rows(S), np.ascontiguousarray(nbrs, np.int64),
+                             np.ascontiguousarray(sims, np.float32), *rows(Z), stats, feature_block, n_blocks,
                              N_FEATURES, thread_rule.resolve(threads))
 
 

@@ -9,7 +9,7 @@ from sklearn.preprocessing import normalize
 
 from .. import _core
 from .. import threads as thread_rule
-from .arrays import csr_arrays
+from ..layout import rows
 
 
 class Selector:
@@ -28,7 +28,7 @@ class Selector:
         self.Z = Z
         self.max_postings = max_postings
         self.n_candidates = n_candidates if max_postings else 0
-        self.z_ptr, Z.indices, _ = csr_arrays(Z)  # int32 indices in Z itself: the generator reads its rows too
+        self.z_ptr, Z.indices, _ = rows(Z)  # int32 indices in Z itself: the generator reads its rows too
         self.inv_ptr, self.inv_item, self.inv_val = _core.inverted_index(self.z_ptr, Z.indices, Z.data, Z.shape[1],
                                                                          max_postings or 0)
 
@@ -54,7 +54,7 @@ class Selector:
             raise ValueError(f"query dimension {Q.shape[1]} != item dimension {self.Z.shape[1]}")
         Q = normalize(smat.csr_matrix(Q, dtype=np.float32))
         return _core.knn_topk(
-            *csr_arrays(Q), self.inv_ptr, self.inv_item, self.inv_val,
+            *rows(Q), self.inv_ptr, self.inv_item, self.inv_val,
             self.z_ptr, self.Z.indices, self.Z.data, self.n_items, self.Z.shape[1], int(k), self.n_candidates,
             thread_rule.resolve(threads),
         )

@@ -20,7 +20,6 @@ import scipy.sparse as smat
 from sklearn.preprocessing import normalize
 
 from .. import threads as thread_rule
-from ..kernels.coldstart import block_dots
 from ..ground import TitleTrust
 
 
@@ -232,6 +231,7 @@ def pair_dots(X: smat.csr_matrix, query_rows: np.ndarray, M: smat.csr_matrix, it
     two_d = item_rows.ndim == 2
     rows = item_rows if two_d else item_rows[:, None]
     fb = np.zeros(0, np.int8) if feature_block is None else feature_block
+    from ..kernels.coldstart import block_dots  # numba, a training helper: serving never imports numba
     out = thread_rule.run(
         block_dots, threads, X.indptr.astype(np.int64), X.indices, X.data, np.asarray(query_rows, np.int64),
         M.indptr.astype(np.int64), M.indices, M.data, np.ascontiguousarray(rows, np.int64),
