@@ -5,6 +5,7 @@ steps), in one place: the sections call these, never the model's internals, so a
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as smat
 
 # the library's other names the sections use: each import is the one line to change when its module moves
 from xrmeta.coldstart import Selector  # noqa: F401
@@ -26,6 +27,20 @@ def search(model, X, k: int = 10, beam: int | None = None, subset: str = "all", 
     """(slots (n, k) int, -1 padded; scores (n, k)) from TF-IDF rows: search alone, featurizing excluded. The
     slots are the catalogue's as it is: sections map them with `slot_columns` and never compact in between."""
     return model._search(X, k, beam, subset, threads)[:2]
+
+
+def numba_search(model, X, k: int = 10, beam: int | None = None, threads: int = 1):
+    """`search` (subset all, the model's settings) through the numba kernel that the C++ core replaced
+    (`xrmeta.kernels.search.search_topk`, now the tests' oracle), given the same arguments: the C++ core's peer."""
+    from xrmeta import threads as thread_rule
+    from xrmeta.kernels.search import search_topk
+
+    p = model._state
+    beam = model._beam_size(beam, p.configs)
+    args, _ = p.catalog._kernel_arguments(smat.csr_matrix(X, dtype=np.float32), p.upper, beam, k, "all", threads,
+                                          beam * p.configs.coldstart.inserted_beam_factor,
+                                          p.configs.coldstart.split_probe)
+    return thread_rule.run(search_topk, threads, *args)
 
 
 def pecos_search(model, X, k: int = 10, beam: int | None = None):

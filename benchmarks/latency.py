@@ -66,6 +66,8 @@ def systems(pecos, models: dict, beam: int, k: int, inputs: list) -> dict:
            "pecos_c": pecos_c_call(pecos, beam, k)}
     for name, m in models.items():
         fns[name] = lambda X, m=m: api.search(m, X, k, beam)
+    for name in ("xrmeta", "xrmeta+novel"):  # the numba kernel the C++ core replaced, same model and arguments
+        fns["numba " + name] = lambda X, m=models[name]: api.numba_search(m, X, k, beam)
     for suffix, m in (("", models["xrmeta"]), ("+novel", models["xrmeta+novel"])):
         pre = {id(X): api.beams(m, X, beam) for X in inputs}
         fns["upper" + suffix] = lambda X, m=m: api.beams(m, X, beam)
@@ -85,7 +87,7 @@ def fixed_costs(pecos, model, k: int, n: int = 1000) -> str:
         "xrmeta search (`model._search`)": lambda _: api.search(model, E, k, 10),
         "· part: `upper.beams` alone (beam search kernel; still returns beam clusters)":
             lambda _: api.beams(model, E, 10),
-        "· part: leaf scoring given no beam (numba call overhead)": lambda _: api.leaf_topk(model, E, EB, k),
+        "· part: leaf scoring given no beam (C++ call overhead)": lambda _: api.leaf_topk(model, E, EB, k),
     }
     samples = H.time_calls(calls, [None] * n, block=n)  # each system n calls in a row
     return C.table(["call on an empty query", "median µs"], [[name, np.median(v) * 1e6] for name, v in samples.items()],
@@ -157,12 +159,15 @@ def render(args, beams, checks, lat, fixed, busy, X, rows, models, n_novel, size
                           ("online p99 ms", "p99_ms")):
             t = {name: getattr(v, get) for name, v in lat[b].items()}
             pc, leaf, x, xn = t["pecos"], t["xrmeta pecos leaf"], t["xrmeta"], t["xrmeta+novel"]
-            times.append([b, mode, pc, t["pecos_c"], leaf, leaf / pc, x, x / pc, xn, xn / pc, xn / t["pecos_c"],
-                          t["xrmeta+novel m=1"] / pc])
+            nx, nxn = t["numba xrmeta"], t["numba xrmeta+novel"]
+            times.append([b, mode, pc, t["pecos_c"], leaf, leaf / pc, x, x / pc, nx, x / nx, xn, xn / pc,
+                          xn / t["pecos_c"], nxn, xn / nxn, t["xrmeta+novel m=1"] / pc])
     t1 = C.table(["beam", "mode", "PECOS `predict`", "PECOS C call", "xrmeta, PECOS's leaf layer", "ratio",
-                  "xrmeta (defaults)", "ratio", f"xrmeta + novel (m={m}, f={f})", "ratio (+novel)/PECOS",
-                  "ratio (+novel)/PECOS C call", "ratio (+novel, m=1, f=1)/PECOS"], times,
-                 ["", "", ".4f", ".4f", ".4f", ".2f", ".4f", ".2f", ".4f", ".2f", ".2f", ".2f"])
+                  "xrmeta (defaults)", "ratio", "numba kernel (defaults)", "C++ / numba",
+                  f"xrmeta + novel (m={m}, f={f})", "ratio (+novel)/PECOS", "ratio (+novel)/PECOS C call",
+                  "numba kernel + novel", "C++ / numba (+novel)", "ratio (+novel, m=1, f=1)/PECOS"], times,
+                 ["", "", ".4f", ".4f", ".4f", ".2f", ".4f", ".2f", ".4f", ".2f", ".4f", ".2f", ".2f", ".4f", ".2f",
+                  ".2f"])
     parts = []
     for b in beams:
         t = lat[b]

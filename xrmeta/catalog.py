@@ -383,6 +383,13 @@ class Catalog:
         their routers; a cluster with at most split_probe parts is scored whole. ids: the slot -> id list of the
         state searched (slot -1: none found); map the slots with it, not with `self.ids`, which a compaction may
         have replaced since."""
+        args, ids = self._kernel_arguments(X, upper, beam_size, k, subset, threads, inserted_beam, split_probe)
+        slots, scores = _core.search_topk(*args)
+        return slots, scores, ids
+
+    def _kernel_arguments(self, X, upper, beam_size, k, subset, threads, inserted_beam, split_probe) -> tuple:
+        """(the checked arguments of `_core.search_topk` for the current state, that state's ids). Its numba oracle
+        (`kernels.search.search_topk`, the benchmarks' peer) takes the same arguments."""
         self._check_search(subset, k)
         inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
         if not isinstance(split_probe, (int, np.integer)) or split_probe < 1:
@@ -395,11 +402,9 @@ class Catalog:
         st = self._state  # one read: a consistent view even if a writer publishes while we score
         beam = min(int(beam_size), self.n_clusters)
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
-        slots, scores = _core.search_topk(rows(X), upper.layout, st.leaf, st.inserted, beam, wide, SUBSETS[subset],
-                                          int(k), int(k) * st.memberships,
-                                          max(self.max_cluster_size, upper.max_group_size, st.widest), n,
-                                          self._scratch(n), int(split_probe))
-        return slots, scores, st.ids
+        return (rows(X), upper.layout, st.leaf, st.inserted, beam, wide, SUBSETS[subset], int(k),
+                int(k) * st.memberships, max(self.max_cluster_size, upper.max_group_size, st.widest), n,
+                self._scratch(n), int(split_probe)), st.ids
 
     def search_clusters(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all",
                         split_probe: int = 1) -> tuple[np.ndarray, np.ndarray]:
