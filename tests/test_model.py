@@ -224,7 +224,8 @@ def test_add_then_save_in_place(saved_dir, novel, tmp_path):
     assert after.keys() == before.keys()
     changed = {p for p in before if before[p] != after[p]}
     assert {"catalog.npz", "catalog_ids.txt", "config.json"} <= changed
-    assert changed <= {"catalog.npz", "catalog_ids.txt", "config.json", "selector.npz", "titles.json"}  # PECOS parts untouched
+    assert changed <= {"catalog.npz", "catalog_ids.txt", "config.json", "selector.npz", "titles.json",
+                       "layouts.npz"}  # PECOS parts untouched
     reloaded = XRMetaModel.load(folder)
     assert len(reloaded.catalog) == 1800 + 200 and reloaded.info["n_inserted"] == 200
     a = model.predict(novel[0], k=5, subset="inserted")

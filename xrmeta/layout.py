@@ -1,7 +1,8 @@
 """The arrays the search kernels read, as small structures beneath `tree` and `catalog` (neither imports the other).
 
-Each structure is a flat NamedTuple of arrays (and a few scalars), which numba passes to a kernel as one
-argument (flat: numba's parallel loops cannot take a tuple nested in another):
+Each structure is a flat NamedTuple of arrays (and a few scalars), passed to a kernel as one argument: the C++
+core (`cpp/include/xrmeta/layout.hpp`) reads the same fields in the same order, without a copy, and so does
+its numba oracle (`xrmeta.kernels`; flat: numba's parallel loops cannot take a tuple nested in another):
 
 - `Rows`: CSR rows (a batch of queries, or of beams);
 - `FeatureMajor`: weights of slots in groups, stored per group feature-major (PECOS's "chunks"), so scoring a

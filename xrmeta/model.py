@@ -520,7 +520,7 @@ class XRMetaModel:
         Use `xrmeta.retraining.watch(model, seconds)` to call it periodically from a thread.
 
         Loading allocates enough to set off a full garbage collection, which holds the GIL while it scans every
-        object of the process (numba, scipy and PECOS make that long: `benchmarks/swap.py` measures it); a service
+        object of the process (scipy and PECOS make that long: `benchmarks/swap.py` measures it); a service
         calls `gc.freeze()` once after loading its model so that those collections skip what is already there.
         The model itself has no reference cycle: the old one is freed by reference counting after a reload."""
         return modeldir.reload(self)

@@ -48,7 +48,7 @@ def build_parser():
         "synthesized from its nearest observed items and joins leaf clusters. No retraining. The model is saved in "
         "place unless --output-dir is given, atomically: an interrupted run leaves the previous model. A bad line "
         "or a duplicate id aborts with nothing changed. The time reported for insertion leaves out the first item, "
-        "inserted alone: it also pays for compiling the numba kernels on their first use after an install.",
+        "inserted alone: it also pays for loading what insertion reads on first use.",
     )
     add_model_update_args(p, "--items", "UTF-8 file, one 'id<TAB>title' per line", "items inserted")
     add_threads_arg(p, -1, "featurizing and synthesizing")
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
         if problem:
             raise ValueError(f"{args.items}: {problem}")
         with tqdm(total=len(ids), unit="item", desc="inserting", disable=None) as bar:
-            # the first item alone: its time includes compiling (or loading from numba's cache) every kernel the
-            # insertion path uses, which must not pass for insertion speed (225 items/s fresh vs 12k/s warm)
+            # the first item alone: its time includes first-use costs (the neighbour index, the generator's
+            # parameters), which must not pass for insertion speed
             t0 = time.perf_counter()
             model.add_items(titles[:1], ids[:1], threads=args.threads)
             first = time.perf_counter() - t0
