@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "xrmeta/threads.hpp"
+#include "xrmeta/topk.hpp"
 
 // No fused multiply-add may contract a * b + c (numba does not, and its roundings are the oracle's): compilers
 // contract by default where the target has FMA (aarch64, x86-64 built with -march=haswell or native).
@@ -56,85 +57,27 @@ double transform(float v, int post) {
     return std::exp(-int_power(h, post));
 }
 
-// ---------------------------------------------------------------- top-k heap (min-heap on score)
-bool worse(float s1, int64_t i1, float s2, int64_t i2) { return s1 < s2 || (s1 == s2 && i1 > i2); }
+// ---------------------------------------------------------------- top-k heap (`TopK`) with a score floor
+using Heap = TopK<int64_t>;
 
-// The k best (score, slot) pairs seen; ties prefer the smaller slot. Its capacity can shrink below its storage
-// (a beam search keeps `beam` nodes per layer but `last_beam` in the last).
-struct TopHeap {
-    std::vector<float> score;
-    std::vector<int64_t> slot;
-    int64_t cap = 0;
-    int64_t size = 0;
+// A raw score below which an item cannot enter the full heap: transform(raw) * parent stays below the
+// heap's worst score. Conservative (a 1e-5 relative margin, far above rounding), so skipping such items
+// changes no result; it spares most items their transform (exp, pow), which is most of a cluster's cost.
+double raw_floor(const Heap& h, float parent, int post) {
+    if (!h.full() || parent <= 0.0f || h.worst_score() <= 0.0f) return -std::numeric_limits<double>::infinity();
+    double t = double(h.worst_score() / parent) * (1.0 - 1e-5);  // the quotient in float32, as numba
+    if (t >= 1.0) return std::numeric_limits<double>::infinity();  // every score is at most parent < worst
+    if (post == SIGMOID) return std::log(t / (1.0 - t)) - 1e-6;
+    return 1.0 - std::pow(-std::log(t), 1.0 / post) - 1e-6;
+}
 
-    explicit TopHeap(int64_t storage) : score(storage), slot(storage), cap(storage) {}
-
-    void push(double full_score, int64_t s) {
-        float v = float(full_score);  // compare as stored: a double a hair above its float copy is no better
-        if (size < cap) {
-            int64_t i = size;
-            while (i > 0) {  // sift up
-                int64_t parent = (i - 1) / 2;
-                if (!worse(v, s, score[parent], slot[parent])) break;
-                score[i] = score[parent];
-                slot[i] = slot[parent];
-                i = parent;
-            }
-            score[i] = v;
-            slot[i] = s;
-            ++size;
-        } else if (v > score[0] || (v == score[0] && s < slot[0])) {
-            sift_down(size, v, s);  // replaces the root
-        }
-    }
-
-    // Put (v, s) at the root of the heap's first n entries, then move it down to its place.
-    void sift_down(int64_t n, float v, int64_t s) {
-        int64_t i = 0;
-        while (true) {
-            int64_t child = 2 * i + 1;
-            if (child >= n) break;
-            if (child + 1 < n && worse(score[child + 1], slot[child + 1], score[child], slot[child])) ++child;
-            if (!worse(score[child], slot[child], v, s)) break;
-            score[i] = score[child];
-            slot[i] = slot[child];
-            i = child;
-        }
-        score[i] = v;
-        slot[i] = s;
-    }
-
-    // Write the heap best-first into out_*[0, out_len), padded with slot -1 and score 0, emptying it: the worst
-    // goes last, so equal scores come out smaller slot first (the heap's tie rule). No allocation per query.
-    void drain(float* out_score, int64_t* out_slot, int64_t out_len) {
-        std::fill(out_score + size, out_score + out_len, 0.0f);
-        std::fill(out_slot + size, out_slot + out_len, int64_t(-1));
-        for (int64_t n = size - 1; n >= 0; --n) {
-            out_score[n] = score[0];
-            out_slot[n] = slot[0];
-            sift_down(n, score[n], slot[n]);
-        }
-        size = 0;
-    }
-
-    // A raw score below which an item cannot enter the full heap: transform(raw) * parent stays below the
-    // heap's worst score. Conservative (a 1e-5 relative margin, far above rounding), so skipping such items
-    // changes no result; it spares most items their transform (exp, pow), which is most of a cluster's cost.
-    double raw_floor(float parent, int post) const {
-        if (size < cap || parent <= 0.0f || score[0] <= 0.0f) return -std::numeric_limits<double>::infinity();
-        double t = double(score[0] / parent) * (1.0 - 1e-5);  // the quotient in float32, as numba
-        if (t >= 1.0) return std::numeric_limits<double>::infinity();  // every score is at most parent < worst
-        if (post == SIGMOID) return std::log(t / (1.0 - t)) - 1e-6;
-        return 1.0 - std::pow(-std::log(t), 1.0 / post) - 1e-6;
-    }
-
-    // Push slot s with raw score v under a path score `parent` unless v is below `floor`; updates the floor.
-    void offer(float v, int64_t s, float parent, int post, double& floor) {
-        if (!(v >= floor)) return;  // (a NaN never enters, as in numba)
-        push(transform(v, post) * double(parent), s);
-        floor = raw_floor(parent, post);
-    }
-};
+// Push slot s with raw score v under a path score `parent` unless v is below `floor`; updates the floor.
+void offer(Heap& h, float v, int64_t s, float parent, int post, double& floor) {
+    if (!(v >= floor)) return;  // (a NaN never enters, as in numba)
+    // compared as stored: a double a hair above its float copy is no better
+    h.push(float(transform(v, post) * double(parent)), s);
+    floor = raw_floor(h, parent, post);
+}
 
 // ---------------------------------------------------------------- leaf scoring
 // acc[post_pos[p]] += x_f * post_val[p] over the postings of chunk rows lo..hi (features feats[lo:hi], sorted)
@@ -177,7 +120,7 @@ void group_scores(Query q, const Layout& lay, int64_t g, const int32_t* row_of, 
 // repeat set (a power of two above twice the heap), the query filter and the best parts of a split cluster.
 struct LeafScratch {
     std::vector<float> acc;
-    TopHeap heap;
+    Heap heap;
     std::vector<float> tmp_score;
     std::vector<int64_t> tmp_slot;
     std::vector<int64_t> table;
@@ -203,13 +146,13 @@ int64_t repeat_hash(int64_t s, int64_t mask) { return int64_t(uint64_t(s) * 2654
 // slot's first, best, occurrence is kept: a small open-addressing set (table, all -1, left all -1) spots the
 // repeats. Observed slots are in one cluster each and never repeat.
 void drain(LeafScratch& s, int64_t n_base, float* out_score, int64_t* out_slot, int64_t k) {
-    TopHeap& h = s.heap;
-    if (h.cap == k) {
+    Heap& h = s.heap;
+    if (h.capacity() == k) {
         h.drain(out_score, out_slot, k);
         return;
     }
-    int64_t size = h.size;
-    h.drain(s.tmp_score.data(), s.tmp_slot.data(), h.cap);
+    int64_t size = h.size();
+    h.drain(s.tmp_score.data(), s.tmp_slot.data(), h.capacity());
     int64_t* table = s.table.data();
     int64_t mask = int64_t(s.table.size()) - 1;
     int64_t n_out = 0;
@@ -249,26 +192,26 @@ void set_dense(Query q, float* dense_q, uint8_t* seen_q, bool on) {
 // into the heap.
 void score_part(int32_t part, Query q, const float* dense_q, float parent, const LeafLayout& leaf,
                 const InsertedLayout& ins, LeafScratch& s) {
-    TopHeap& h = s.heap;
+    Heap& h = s.heap;
     int64_t j0 = ins.slot_lo[part], j1 = ins.slot_hi[part];
     if (j1 > j0) {
         for (int64_t j = j0; j < j1; ++j) s.acc[j - j0] = leaf.slot_bias[ins.slots[j]];
         accumulate(q, ins.row_lo[part], ins.row_hi[part], nullptr, ins.feats.data, ins.row_ptr.data,
                    ins.local.data, ins.val.data, s.acc.data());
-        double floor = h.raw_floor(parent, leaf.post);
+        double floor = raw_floor(h, parent, leaf.post);
         for (int64_t j = j0; j < j1; ++j) {
             int32_t slot = ins.slots[j];
-            if (leaf.slot_alive[slot]) h.offer(s.acc[j - j0], slot, parent, leaf.post, floor);
+            if (leaf.slot_alive[slot]) offer(h, s.acc[j - j0], slot, parent, leaf.post, floor);
         }
     }
-    double floor = h.raw_floor(parent, leaf.post);
+    double floor = raw_floor(h, parent, leaf.post);
     for (int32_t e = ins.head[part]; e >= 0; e = ins.entry_next[e]) {  // the tail: gathered against dense_q
         int32_t slot = ins.entry_slot[e];
         if (!leaf.slot_alive[slot]) continue;
         float v = leaf.slot_bias[slot];
         for (int64_t p = leaf.w_ptr[slot]; p < leaf.w_ptr[slot + 1]; ++p)
             if (s.seen_q[leaf.w_idx[p] & SEEN_MASK]) v += leaf.w_val[p] * dense_q[leaf.w_idx[p]];
-        h.offer(v, slot, parent, leaf.post, floor);
+        offer(h, v, slot, parent, leaf.post, floor);
     }
 }
 
@@ -305,7 +248,7 @@ int64_t best_routers(const InsertedLayout& ins, int64_t p0, int64_t p1, const fl
 void score_query(Query q, const int64_t* clusters, const float* path, int64_t n_clusters, int64_t n_observed,
                  const LeafLayout& leaf, const InsertedLayout& ins, int subset, float* dense_q, LeafScratch& s,
                  float* out_score, int64_t* out_slot, int64_t k) {
-    TopHeap& h = s.heap;
+    Heap& h = s.heap;
     set_dense(q, dense_q, s.seen_q.data(), true);
     for (int64_t b = 0; b < n_clusters; ++b) {
         int64_t c = clusters[b];
@@ -313,9 +256,9 @@ void score_query(Query q, const int64_t* clusters, const float* path, int64_t n_
         if (subset != INSERTED_ITEMS && b < n_observed) {  // observed items: feature-major chunk of the cluster
             int64_t s0 = leaf.base_slot_ptr[c], s1 = leaf.base_slot_ptr[c + 1];
             group_scores(q, leaf, c, nullptr, s0, s1, s.acc.data());
-            double floor = h.raw_floor(parent, leaf.post);
+            double floor = raw_floor(h, parent, leaf.post);
             for (int64_t slot = s0; slot < s1; ++slot)
-                if (leaf.slot_alive[slot]) h.offer(s.acc[slot - s0], slot, parent, leaf.post, floor);
+                if (leaf.slot_alive[slot]) offer(h, s.acc[slot - s0], slot, parent, leaf.post, floor);
         }
         if (subset != OBSERVED_ITEMS) {  // inserted items: the cluster's parts, all or the best `probe`
             int64_t p0 = ins.cluster_part_ptr[c], p1 = ins.cluster_part_ptr[c + 1];
@@ -341,7 +284,7 @@ void exponentiate(float* scores, int64_t n, double exponent) {
 // One thread's buffers for `beam_search`: group scores and a heap of last_beam nodes.
 struct BeamScratch {
     std::vector<float> acc;
-    TopHeap heap;
+    Heap heap;
     BeamScratch(int64_t max_group_size, int64_t last_beam) : acc(max_group_size, 0.0f), heap(last_beam) {}
 };
 
@@ -358,10 +301,10 @@ int64_t beam_search(Query q, const UpperLayout& upper, int64_t beam, int64_t las
         cur_node[0] = 0;
         return 1;
     }
-    TopHeap& h = s.heap;
+    Heap& h = s.heap;
     int64_t n_cur = 1;
     for (int64_t d = 0; d < n_layers; ++d) {
-        h.cap = d == n_layers - 1 ? last_beam : beam;
+        h.set_capacity(d == n_layers - 1 ? last_beam : beam);
         for (int64_t b = 0; b < n_cur; ++b) {
             int64_t g = d == 0 ? 0 : 1 + upper.node_slot[upper.layer_slot_ptr[d - 1] + cur_node[b]];
             int64_t s0 = upper.group_slot_ptr[g], s1 = upper.group_slot_ptr[g + 1];
@@ -369,12 +312,12 @@ int64_t beam_search(Query q, const UpperLayout& upper, int64_t beam, int64_t las
             const int32_t* row_of = dense >= 0 ? upper.dense_rows.data + dense * upper.dense_width : nullptr;
             group_scores(q, upper, g, row_of, s0, s1, s.acc.data());
             float parent = cur_score[b];
-            double floor = h.raw_floor(parent, upper.post);
+            double floor = raw_floor(h, parent, upper.post);
             for (int64_t slot = s0; slot < s1; ++slot)
-                h.offer(s.acc[slot - s0], upper.slot_node[slot], parent, upper.post, floor);
+                offer(h, s.acc[slot - s0], upper.slot_node[slot], parent, upper.post, floor);
         }
-        n_cur = h.size;
-        h.drain(cur_score, cur_node, h.cap);
+        n_cur = h.size();
+        h.drain(cur_score, cur_node, h.capacity());
     }
     return n_cur;
 }

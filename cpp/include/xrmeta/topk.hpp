@@ -3,6 +3,7 @@
 // and on equal scores the smaller id -- so the kept set and the drained order do not depend on arrival order.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,12 @@ public:
     explicit TopK(int64_t k) : k_(k < 0 ? 0 : k), score_(k_), id_(k_) {}
 
     int64_t size() const { return size_; }
+    int64_t capacity() const { return k_; }
+    bool full() const { return size_ >= k_; }
+    float worst_score() const { return score_[0]; }  // the root: only when size() > 0
+    // Keeps the k best from now on, at most the constructed k: one heap's storage serves a beam search's layers
+    // (`beam` nodes each, `last_beam` in the last). Only on an empty heap.
+    void set_capacity(int64_t k) { k_ = std::clamp<int64_t>(k, 0, static_cast<int64_t>(score_.size())); }
     Id id_at(int64_t a) const { return id_[a]; }  // the kept ids, in heap (not ranked) order
     void clear() { size_ = 0; }
 
