@@ -316,3 +316,13 @@ def test_search_releases_the_gil(with_novel, queries):
         copies *= 2
     middle = [t for t in wakes if start + 0.25 * (end - start) < t < end - 0.25 * (end - start)]
     assert len(middle) >= 5, (len(middle), end - start)
+
+
+def test_core_reads_the_layouts_fields_in_their_order():
+    """The C++ core's one list of layout fields (layout.hpp) names layout.py's NamedTuple fields, in order."""
+    from xrmeta import layout
+
+    fields = _core.layout_fields()
+    assert set(fields) == {"Rows", "UpperLayout", "LeafLayout", "InsertedLayout"}
+    for name, names in fields.items():
+        assert names == list(getattr(layout, name)._fields), name

@@ -69,74 +69,52 @@ inline py::tuple fields(py::handle obj, size_t n, const char* what) {
     return t;
 }
 
+// Reads the next tuple field into out.name, named "<what>.<name>" in errors.
+#define XRMETA_READ_FIELD(T, name) out.name = span<T>(t[i++], (prefix + #name).c_str());
+
 inline Rows rows(py::handle obj, const char* what = "rows") {
     auto t = fields(obj, 3, what);
-    return {span<int64_t>(t[0], "rows.ptr"), span<int32_t>(t[1], "rows.idx"), span<float>(t[2], "rows.val")};
+    Rows out;
+    size_t i = 0;
+    std::string prefix = std::string(what) + ".";
+    XRMETA_ROWS_FIELDS(XRMETA_READ_FIELD)
+    return out;
 }
 
 inline UpperLayout upper(py::handle obj) {
     auto t = fields(obj, 13, "UpperLayout");
-    UpperLayout u;
-    u.feat_ptr = span<int64_t>(t[0], "upper.feat_ptr");
-    u.feats = span<int32_t>(t[1], "upper.feats");
-    u.row_ptr = span<int64_t>(t[2], "upper.row_ptr");
-    u.slot = span<int32_t>(t[3], "upper.slot");
-    u.val = span<float>(t[4], "upper.val");
-    u.slot_bias = span<float>(t[5], "upper.slot_bias");
-    u.slot_node = span<int64_t>(t[6], "upper.slot_node");
-    u.node_slot = span<int64_t>(t[7], "upper.node_slot");
-    u.dense_of_group = span<int32_t>(t[8], "upper.dense_of_group");
+    UpperLayout out;
+    size_t i = 0;
+    std::string prefix = "upper.";
+    XRMETA_UPPER_FIELDS(XRMETA_READ_FIELD)
     auto dense = checked<int32_t>(t[9], "upper.dense_rows");
     if (dense.ndim() != 2) throw py::value_error("upper.dense_rows: expected a 2-d array");
-    u.dense_rows = span<int32_t>(t[9], "upper.dense_rows");
-    u.dense_width = dense.shape(1);
-    u.layer_slot_ptr = span<int64_t>(t[10], "upper.layer_slot_ptr");
-    u.group_slot_ptr = span<int64_t>(t[11], "upper.group_slot_ptr");
-    u.post = t[12].cast<int>();
-    return u;
+    out.dense_width = dense.shape(1);
+    out.post = t[i++].cast<int>();
+    return out;
 }
 
 inline LeafLayout leaf(py::handle obj) {
     auto t = fields(obj, 13, "LeafLayout");
-    LeafLayout l;
-    l.feat_ptr = span<int64_t>(t[0], "leaf.feat_ptr");
-    l.feats = span<int32_t>(t[1], "leaf.feats");
-    l.row_ptr = span<int64_t>(t[2], "leaf.row_ptr");
-    l.slot = span<int32_t>(t[3], "leaf.slot");
-    l.val = span<float>(t[4], "leaf.val");
-    l.base_slot_ptr = span<int64_t>(t[5], "leaf.base_slot_ptr");
-    l.w_ptr = span<int64_t>(t[6], "leaf.w_ptr");
-    l.w_idx = span<int32_t>(t[7], "leaf.w_idx");
-    l.w_val = span<float>(t[8], "leaf.w_val");
-    l.slot_bias = span<float>(t[9], "leaf.slot_bias");
-    l.slot_alive = span<bool>(t[10], "leaf.slot_alive");
-    l.post = t[11].cast<int>();
-    l.path_exponent = t[12].cast<double>();
-    return l;
+    LeafLayout out;
+    size_t i = 0;
+    std::string prefix = "leaf.";
+    XRMETA_FEATURE_MAJOR_FIELDS(XRMETA_READ_FIELD)
+    XRMETA_LEAF_OWN_FIELDS(XRMETA_READ_FIELD)
+    out.post = t[i++].cast<int>();
+    out.path_exponent = t[i++].cast<double>();
+    return out;
 }
 
 inline InsertedLayout inserted(py::handle obj) {
     auto t = fields(obj, 18, "InsertedLayout");
-    InsertedLayout s;
-    s.row_lo = span<int64_t>(t[0], "inserted.row_lo");
-    s.row_hi = span<int64_t>(t[1], "inserted.row_hi");
-    s.slot_lo = span<int64_t>(t[2], "inserted.slot_lo");
-    s.slot_hi = span<int64_t>(t[3], "inserted.slot_hi");
-    s.feats = span<int32_t>(t[4], "inserted.feats");
-    s.row_ptr = span<int64_t>(t[5], "inserted.row_ptr");
-    s.local = span<int32_t>(t[6], "inserted.local");
-    s.val = span<float>(t[7], "inserted.val");
-    s.slots = span<int32_t>(t[8], "inserted.slots");
-    s.head = span<int32_t>(t[9], "inserted.head");
-    s.entry_slot = span<int32_t>(t[10], "inserted.entry_slot");
-    s.entry_next = span<int32_t>(t[11], "inserted.entry_next");
-    s.cluster_part_ptr = span<int64_t>(t[12], "inserted.cluster_part_ptr");
-    s.cluster_parts = span<int32_t>(t[13], "inserted.cluster_parts");
-    s.router_lo = span<int64_t>(t[14], "inserted.router_lo");
-    s.router_hi = span<int64_t>(t[15], "inserted.router_hi");
-    s.router_idx = span<int32_t>(t[16], "inserted.router_idx");
-    s.router_val = span<float>(t[17], "inserted.router_val");
-    return s;
+    InsertedLayout out;
+    size_t i = 0;
+    std::string prefix = "inserted.";
+    XRMETA_INSERTED_FIELDS(XRMETA_READ_FIELD)
+    return out;
 }
+
+#undef XRMETA_READ_FIELD
 
 }  // namespace xrmeta::py_convert
