@@ -54,8 +54,8 @@ def test_train_add_predict_evaluate(cli_model, model_copy, tmp_path, capsys):
 
     rc, _, err = run(add_items.main, ["--model-dir", model_copy, "--items", novel_file, "--batch-size", 64], capsys)
     assert rc == 0, err
-    # the first item, inserted alone, carries the kernels' compilation: the speed is that of the other 199
-    assert re.search(r"inserted 200 items: the first alone in [\d.]+ s \(with compiling the kernels on first use\); "
+    # the first item, inserted alone, carries the first-use costs: the speed is that of the other 199
+    assert re.search(r"inserted 200 items: the first alone in [\d.]+ s \(with its first-use costs\); "
                      r"the other 199 in [\d.]+ s \([\d,]+ items/s\); catalogue now holds 2000 items", err), err
     assert json.loads((model_copy / "config.json").read_text())["info"]["n_inserted"] == 200
 

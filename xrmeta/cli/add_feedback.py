@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         model.save(args.output_dir or args.model_dir)
     except (ValueError, OSError) as e:
         return fail(e)
-    print(f"took {len(clicks)} clicks in {seconds:.2f} s (the first call compiles the kernels it uses); "
+    print(f"took {len(clicks)} clicks in {seconds:.2f} s; "
           f"saved {args.output_dir or args.model_dir}", file=sys.stderr)
     return 0
 

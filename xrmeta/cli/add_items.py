@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         return fail(e)
     rest = len(ids) - 1
     speed = f"; the other {rest} in {seconds:.2f} s ({rest / max(seconds, 1e-9):,.0f} items/s)" if rest else ""
-    print(f"inserted {len(ids)} item{'s' if rest else ''}: the first alone in {first:.2f} s (with compiling the kernels on first use)"
+    print(f"inserted {len(ids)} item{'s' if rest else ''}: the first alone in {first:.2f} s (with its first-use costs)"
           f"{speed}; catalogue now holds {len(model.catalog)} items", file=sys.stderr)
     return 0
 
