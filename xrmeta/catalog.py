@@ -210,7 +210,8 @@ class Catalog:
 
     # ------------------------------------------------------------ mutation
     def add(self, ids: list[str], clusters: np.ndarray, W: smat.csr_matrix, biases: np.ndarray,
-            before_change: Callable[[], None] | None = None, split_size: int = 0) -> np.ndarray:
+            before_change: Callable[[], None] | None = None, split_size: int = 0,
+            order: np.ndarray | None = None) -> np.ndarray:
         """Append items, all visible to queries at once when this returns. Returns their slots.
 
         clusters: (n,) leaf clusters, or (n, m): up to m distinct clusters per item, best first, -1 padded after
@@ -219,24 +220,27 @@ class Catalog:
         before_change runs once the batch is validated and stored out of sight, just before it is published (the
         model logs it there); if it raises, nothing changes. split_size: a part of a cluster's inserted entries
         holding more than this many splits in two (`xrmeta.parts`; 0: never), before the batch is published.
+        order: the order the batch is stored in (slots, and entries within a cluster), a permutation of its items;
+        None: by best cluster, stable (a shard passes the whole catalogue's order: `xrmeta.distributed`).
         """
-        return self._append(ids, clusters, W, biases, before_change, split_size)
+        return self._append(ids, clusters, W, biases, before_change, split_size, order=order)
 
     def replace(self, ids: list[str], W: smat.csr_matrix, biases: np.ndarray,
-                before_change: Callable[[], None] | None = None, split_size: int = 0) -> np.ndarray:
+                before_change: Callable[[], None] | None = None, split_size: int = 0,
+                order: np.ndarray | None = None) -> np.ndarray:
         """Give live items new classifiers (weights W (n, F), biases (n,)): each gets a new inserted slot in the
         clusters it is in, and its old slot (trained or inserted) is removed, both in the one state published when
         this returns, so a query sees each item once, old or new. Returns the new slots. A trained item replaced
         is an inserted item from then on (`subset="observed"` no longer returns it). Unknown or repeated ids
-        change nothing (CatalogError); before_change and split_size as in `add`."""
+        change nothing (CatalogError); before_change, split_size and order as in `add`."""
         with self.lock:
             problem = [i for i in ids if not isinstance(i, str) or i not in self.slot_of]
             if problem or len(set(ids)) != len(ids):
                 raise CatalogError(f"replace: unknown or repeated item ids {preview(problem or ids)}")
             old = np.array([self.slot_of[i] for i in ids], dtype=np.int64)
-            return self._append(ids, self.item_clusters(old), W, biases, before_change, split_size, old)
+            return self._append(ids, self.item_clusters(old), W, biases, before_change, split_size, old, order)
 
-    def _append(self, ids, clusters, W, biases, before_change, split_size, replacing=None) -> np.ndarray:
+    def _append(self, ids, clusters, W, biases, before_change, split_size, replacing=None, order=None) -> np.ndarray:
         """`add`, or `replace` when replacing holds the items' old slots."""
         n = len(ids)
         clusters = np.asarray(clusters, dtype=np.int64)
@@ -255,7 +259,10 @@ class Catalog:
         if not (np.isfinite(W.data).all() and np.isfinite(biases).all()):
             raise CatalogError("add: weights contain NaN or inf")
         # store the batch grouped by cluster: a query then reads each cluster's new items from one memory run
-        order = np.argsort(clusters[:, 0], kind="stable")
+        if order is None:
+            order = np.argsort(clusters[:, 0], kind="stable")
+        elif not np.array_equal(np.sort(np.asarray(order)), np.arange(n)):
+            raise CatalogError(f"add: order must be a permutation of the batch's {n} items")
         W, clusters, biases = W[order], clusters[order], biases[order]
         W.sort_indices()
         with self.lock:
@@ -407,10 +414,12 @@ class Catalog:
                 self._scratch(n), int(split_probe)), st.ids
 
     def search_clusters(self, X: smat.csr_matrix, beams: smat.csr_matrix, k: int, subset: str = "all",
-                        split_probe: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                        split_probe: int = 1, n_observed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (slots, scores) per query row of X among the items of the given leaf clusters, no beam search:
         beams (n, clusters), each row's leaf clusters with the path score to use for them (1: the items' own
-        scores). One thread. The slots are the current state's (no compaction may run in between)."""
+        scores). n_observed (n,) int64: observed items are scored in only the first n_observed[i] clusters of row
+        i, in the row's stored order (None: all), as `search` scores its beam and inserted beam. One thread. The
+        slots are the current state's (no compaction may run in between)."""
         self._check_search(subset, k)
         if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
             raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
@@ -423,7 +432,7 @@ class Catalog:
         st = self._state
         return _core.leaf_topk(rows(X), rows(beams), st.leaf, st.inserted, SUBSETS[subset], int(k),
                                int(k) * st.memberships, max(self.max_cluster_size, st.widest, 1), self._scratch(1)[0],
-                               int(split_probe))
+                               int(split_probe), n_observed)
 
     @staticmethod
     def _check_search(subset: str, k: int) -> None:

@@ -10,7 +10,7 @@ to the part whose router has the largest dot product with its classifier. A quer
 that has at most `probe` parts, else the `probe` parts whose routers score highest against it (x . router), so
 an item's score is unchanged: the router only decides which parts get scored.
 
-The split depends only on the part's live entries (sorted by entry number) and its part number (the seed), never
+The split depends only on the part's live entries (sorted by entry number) and its place in its cluster (the seed), never
 on thread counts or batch timing inside the lock, so replaying the item log reproduces the same parts. Entries,
 parts and routers persist (`arrays`); per-part chunks are derived (`inserted.Chunks`).
 
@@ -60,6 +60,16 @@ class Parts:
     @property
     def n_parts(self) -> int:
         return self.part_cluster.n
+
+    def _seed(self, part: int) -> int | list[int]:
+        """A part's 2-means seed: its number for a cluster's first part, else (cluster, its rank among the cluster's
+        parts). Part numbers past the clusters count every split in the catalogue, the rank only the cluster's own,
+        so a shard holding the cluster (`xrmeta.distributed`) splits it exactly as the whole catalogue does."""
+        cluster = int(self.part_cluster.view[part])
+        if part == cluster:
+            return part
+        p0, p1 = self.cluster_part_ptr[cluster], self.cluster_part_ptr[cluster + 1]
+        return [cluster, int(np.searchsorted(self.cluster_parts[p0:p1], part))]
 
     def _index(self) -> None:
         order = np.argsort(self.part_cluster.view, kind="stable")  # parts by cluster, increasing within one
@@ -133,7 +143,7 @@ class Parts:
         new_lo, new_hi = np.zeros(len(parts), dtype=np.int64), np.zeros(len(parts), dtype=np.int64)
         live = np.append(self.live, np.zeros(len(parts), dtype=np.int64))
         for i, (part, ent) in enumerate(zip(parts, entries)):
-            side, routers = two_means(_rows(weights, entry_slot[ent]), seed=int(part))
+            side, routers = two_means(_rows(weights, entry_slot[ent]), seed=self._seed(int(part)))
             kept.append(ent[~side])
             moved.append(ent[side])
             self._moved.append((moved[-1], part))
@@ -150,7 +160,7 @@ class Parts:
         return kept, moved, new
 
 
-def two_means(W: smat.csr_matrix, seed: int) -> tuple[np.ndarray, list]:
+def two_means(W: smat.csr_matrix, seed: int | list[int]) -> tuple[np.ndarray, list]:
     """Spherical 2-means of the rows of W: (side (n,) bool, True for the second half; the halves' routers
     [(idx int32, val float32)] * 2). Deterministic: the first centre is the row drawn with `seed`, the second the
     row least like it; a lopsided result is replaced by a split at the median of the difference of similarities."""

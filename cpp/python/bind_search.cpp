@@ -68,8 +68,14 @@ py::tuple upper_beams_py(py::handle queries, py::handle upper, int64_t beam, int
 }
 
 py::tuple leaf_topk_py(py::handle queries, py::handle beams, py::handle leaf, py::handle ins, int subset, int64_t k,
-                       int64_t heap, int64_t max_group_size, py::handle dense_q, int64_t probe) {
+                       int64_t heap, int64_t max_group_size, py::handle dense_q, int64_t probe,
+                       py::handle n_observed) {
     Rows q = checked_rows(queries, "queries"), b = checked_rows(beams, "beams");
+    Span<int64_t> observed;
+    if (!n_observed.is_none()) {
+        observed = py_convert::span<int64_t>(n_observed, "n_observed");
+        require(observed.size == q.n_rows(), "n_observed: one count per query");
+    }
     LeafLayout l = py_convert::leaf(leaf);
     InsertedLayout s = py_convert::inserted(ins);
     check_topk(subset, k, heap, max_group_size, probe);
@@ -85,7 +91,7 @@ py::tuple leaf_topk_py(py::handle queries, py::handle beams, py::handle leaf, py
     auto [scores, out_score] = rows_by<float>(q.n_rows(), k);
     {
         py::gil_scoped_release release;
-        leaf_topk(q, b, l, s, subset, k, heap, max_group_size, d, probe, out_slot, out_score);
+        leaf_topk(q, b, l, s, subset, k, heap, max_group_size, d, probe, observed, out_slot, out_score);
     }
     return py::make_tuple(slots, scores);
 }
@@ -132,9 +138,10 @@ void bind_search(py::module_& m) {
           "best first, cluster -1 where there are fewer.");
     m.def("leaf_topk", &leaf_topk_py, py::arg("queries"), py::arg("beams"), py::arg("leaf"), py::arg("ins"),
           py::arg("subset"), py::arg("k"), py::arg("heap"), py::arg("max_group_size"), py::arg("dense_q"),
-          py::arg("probe"),
+          py::arg("probe"), py::arg("n_observed") = py::none(),
           "Leaf scoring for given beams, one thread: (slots int64, scores float32), both (n, k), slot -1 padded. "
-          "dense_q: (n_features,) float32 zeroed scratch, left zeroed.");
+          "dense_q: (n_features,) float32 zeroed scratch, left zeroed. n_observed: None, or (n,) int64: observed "
+          "items are scored in each row's first n_observed[i] clusters only (rows keep their clusters' order).");
     m.def("search_topk", &search_topk_py, py::arg("queries"), py::arg("upper"), py::arg("leaf"), py::arg("ins"),
           py::arg("beam"), py::arg("inserted_beam"), py::arg("subset"), py::arg("k"), py::arg("heap"),
           py::arg("max_group_size"), py::arg("n_threads"), py::arg("dense_q"), py::arg("probe"),

@@ -350,7 +350,7 @@ void upper_beams(const Rows& queries, const UpperLayout& upper, int64_t beam, in
 
 void leaf_topk(const Rows& queries, const Rows& beams, const LeafLayout& leaf, const InsertedLayout& ins,
                int subset, int64_t k, int64_t heap, int64_t max_group_size, MutSpan<float> dense_q, int64_t probe,
-               MutSpan<int64_t> out_slot, MutSpan<float> out_score) {
+               Span<int64_t> n_observed, MutSpan<int64_t> out_slot, MutSpan<float> out_score) {
     LeafScratch scratch(heap, max_group_size, probe);
     std::vector<int64_t> clusters;
     std::vector<float> path;
@@ -359,7 +359,8 @@ void leaf_topk(const Rows& queries, const Rows& beams, const LeafLayout& leaf, c
         clusters.assign(beams.idx.data + b0, beams.idx.data + b0 + nb);
         path.assign(beams.val.data + b0, beams.val.data + b0 + nb);
         exponentiate(path.data(), nb, leaf.path_exponent);
-        score_query(query(queries, i), clusters.data(), path.data(), nb, nb, leaf, ins, subset, dense_q.data,
+        int64_t observed = n_observed.size ? std::min(n_observed[i], nb) : nb;
+        score_query(query(queries, i), clusters.data(), path.data(), nb, observed, leaf, ins, subset, dense_q.data,
                     scratch, out_score.data + i * k, out_slot.data + i * k, k);
     }
 }

@@ -25,13 +25,14 @@ int query_problem(Span<int32_t> x_idx, Span<float> x_val, int64_t n_features);
 void upper_beams(const Rows& queries, const UpperLayout& upper, int64_t beam, int64_t last_beam,
                  int64_t max_group_size, int64_t n_threads, MutSpan<int64_t> out_cluster, MutSpan<float> out_score);
 
-// Leaf scoring alone for given beams (each query row's leaf clusters with their path scores, all scored for
-// observed and inserted items alike), one thread: top-k (slots, scores) per query into out_* (n x k).
+// Leaf scoring alone for given beams (each query row's leaf clusters with their path scores), one thread: top-k
+// (slots, scores) per query into out_* (n x k). Inserted items are scored in all of a row's clusters, observed
+// items in its first n_observed[i] (empty n_observed: all), as `search_topk` scores its beam and inserted beam.
 // heap: k, or k * m for items inserted into up to m clusters. dense_q: (n_features,) zeroed scratch, left zeroed.
 // probe: parts scored per cluster whose inserted items split (the best by their routers past that).
 void leaf_topk(const Rows& queries, const Rows& beams, const LeafLayout& leaf, const InsertedLayout& ins,
                int subset, int64_t k, int64_t heap, int64_t max_group_size, MutSpan<float> dense_q, int64_t probe,
-               MutSpan<int64_t> out_slot, MutSpan<float> out_score);
+               Span<int64_t> n_observed, MutSpan<int64_t> out_slot, MutSpan<float> out_score);
 
 // The whole search: beam search, then leaf scoring of the items under the chosen clusters; top-k (slots,
 // scores) per query into out_* (n x k). Observed items are scored in the top `beam` leaf clusters (PECOS's),
