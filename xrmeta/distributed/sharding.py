@@ -1,8 +1,9 @@
 """Cut a model into shards: which leaf clusters each shard owns (`plan_shards`) and the directories (`cut`).
 
-Shards own whole subtrees of the tree: the nodes of the shallowest upper layer with at least n_shards nodes are
-dealt, in the tree's order, into n_shards runs of about equal classifier weights (non-zeros, the memory that
-sharding divides). A query's beam stays inside few subtrees, so it reaches few shards.
+Shards own whole subtrees of the tree: the nodes of the shallowest layer above the leaves with SUBTREES_PER_SHARD
+nodes per shard (else of the deepest with one per shard, else the leaf clusters themselves) are dealt, in the
+tree's order, into n_shards runs of about equal classifier weights (non-zeros, the memory that sharding divides).
+A query's beam stays inside few subtrees, so it reaches few shards.
 
 Sharded directory (`cut` writes it; `ShardedModel.open` serves it):
   sharding.json     format, shard count, the source model's snapshot, the router and shard folders
@@ -40,8 +41,8 @@ def shard_dir(index: int) -> str:
 
 def plan_shards(upper, cluster_weight: np.ndarray, n_shards: int) -> np.ndarray:
     """(n_clusters,) int64: the shard of each leaf cluster. upper: the tree's `UpperLayers`; cluster_weight: what
-    each cluster costs (classifier non-zeros); subtrees of the shallowest layer with at least n_shards nodes go,
-    in the tree's order, to n_shards runs of about equal weight."""
+    each cluster costs (classifier non-zeros); subtrees (see the module's doc) go, in the tree's order, to
+    n_shards runs of about equal weight."""
     n_clusters = upper.n_clusters
     if not isinstance(n_shards, (int, np.integer)) or not 1 <= n_shards <= n_clusters:
         raise ModelError(f"n_shards must be an integer in [1, {n_clusters}] (the tree's leaf clusters), "
@@ -53,9 +54,12 @@ def plan_shards(upper, cluster_weight: np.ndarray, n_shards: int) -> np.ndarray:
     n_layers = len(layer_ptr) - 1
     # each leaf cluster's slot, then its ancestors' slots up to the chosen layer (group g >= 1: parent slot g - 1)
     slot = lay.node_slot[layer_ptr[n_layers - 1] + np.arange(n_clusters)]
-    # enough subtrees to balance (SUBTREES_PER_SHARD each), else single leaf clusters
-    depth = next((d for d in range(n_layers) if layer_ptr[d + 1] - layer_ptr[d] >= SUBTREES_PER_SHARD * n_shards),
-                 n_layers - 1)
+    # the shallowest layer above the leaves with SUBTREES_PER_SHARD subtrees per shard (to balance), else the
+    # deepest one with a subtree per shard, else single leaf clusters
+    sizes = np.diff(layer_ptr)
+    enough = [d for d in range(n_layers - 1) if sizes[d] >= n_shards]
+    depth = next((d for d in enough if sizes[d] >= SUBTREES_PER_SHARD * n_shards),
+                 enough[-1] if enough else n_layers - 1)
     for _ in range(n_layers - 1 - depth):
         slot = np.searchsorted(group_ptr, slot, side="right") - 2
     subtree = slot - layer_ptr[depth]  # the subtree's place in its layer: slots follow the tree's order
