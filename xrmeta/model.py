@@ -287,9 +287,7 @@ class XRMetaModel:
         with self._writes:  # one model's parts from the checks to the insert (a reload waits)
             p = self._state
             p.catalog._check_new_ids(ids)  # ids first: title errors then name readable ids
-            bad = [(problem, i) for i, t in zip(ids, titles) if (problem := title_problem(t))]
-            if bad:
-                raise ModelError(f"add_items: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+            check_texts("add_items", ids, titles)
             if not ids:
                 return
             S = p.featurizer.transform(titles, threads=threads)
@@ -314,21 +312,14 @@ class XRMetaModel:
         checked first: an unknown or removed id, an empty query or a bad weight changes nothing, in memory or on
         disk. Thread-safe and logged like add_items.
         """
-        queries, ids = _as_list(query_texts, "query_texts"), _as_list(item_ids, "item_ids")
+        queries, ids, weights = feedback_arguments(query_texts, item_ids, weights)
         resolve(threads)
-        weights = np.ones(len(ids)) if weights is None else np.asarray(_as_list(weights, "weights"), dtype=float)
-        if not len(queries) == len(ids) == len(weights):
-            raise ModelError(f"add_feedback: {len(queries)} queries, {len(ids)} ids, {len(weights)} weights")
-        if not (np.isfinite(weights).all() and (weights > 0).all()):
-            raise ModelError("add_feedback: weights must be finite and > 0")
         with self._writes:
             p = self._state
             unknown = [i for i in ids if not isinstance(i, str) or i not in p.catalog.slot_of]
             if unknown:
                 raise ModelError(f"add_feedback: unknown or removed item ids {preview(unknown)}")
-            bad = [(problem, i) for i, q in zip(ids, queries) if (problem := title_problem(q, "query"))]
-            if bad:
-                raise ModelError(f"add_feedback: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+            check_texts("add_feedback", ids, queries, "query")
             if not ids:
                 return
             X = p.featurizer.transform(queries, threads=threads)
@@ -572,6 +563,24 @@ def title_problem(title, what: str = "title") -> str | None:
     except UnicodeEncodeError:
         return f"{what} is not valid Unicode (lone surrogates, as from undecodable bytes)"
     return None
+
+
+def check_texts(op: str, ids: list, texts: list, what: str = "title") -> None:
+    """ModelError naming op, the first problem (`title_problem`) and the ids whose text has it, if any has one."""
+    bad = [(problem, i) for i, t in zip(ids, texts) if (problem := title_problem(t, what))]
+    if bad:
+        raise ModelError(f"{op}: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+
+
+def feedback_arguments(query_texts, item_ids, weights) -> tuple[list, list, np.ndarray]:
+    """add_feedback's arguments as (queries, ids, float weights: default 1), checked for what needs no model."""
+    queries, ids = _as_list(query_texts, "query_texts"), _as_list(item_ids, "item_ids")
+    weights = np.ones(len(ids)) if weights is None else np.asarray(_as_list(weights, "weights"), dtype=float)
+    if not len(queries) == len(ids) == len(weights):
+        raise ModelError(f"add_feedback: {len(queries)} queries, {len(ids)} ids, {len(weights)} weights")
+    if not (np.isfinite(weights).all() and (weights > 0).all()):
+        raise ModelError("add_feedback: weights must be finite and > 0")
+    return queries, ids, weights
 
 
 def _as_list(values, what: str) -> list:

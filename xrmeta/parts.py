@@ -10,9 +10,10 @@ to the part whose router has the largest dot product with its classifier. A quer
 that has at most `probe` parts, else the `probe` parts whose routers score highest against it (x . router), so
 an item's score is unchanged: the router only decides which parts get scored.
 
-The split depends only on the part's live entries (sorted by entry number) and its place in its cluster (the seed), never
-on thread counts or batch timing inside the lock, so replaying the item log reproduces the same parts. Entries,
-parts and routers persist (`arrays`); per-part chunks are derived (`inserted.Chunks`).
+The split depends only on the part's live entries (sorted by entry number) and its place in its cluster (the
+seed), never on thread counts or batch timing inside the lock, so replaying the item log reproduces the same parts
+(and a shard holding the cluster makes the same ones). Entries, parts and routers persist (`arrays`); per-part
+chunks are derived (`inserted.Chunks`).
 
 Not thread-safe: the catalogue's writer lock serialises calls; per-part arrays that queries read are replaced,
 never written in place, except entry_part (queries never read it).

@@ -14,9 +14,11 @@ One process writes (add_items, remove_items, add_feedback, save); any number may
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +28,7 @@ import scipy.sparse as smat
 
 from ..data.xmc import new_ids_problem, preview
 from ..errors import ModelError
-from ..model import XRMetaModel, _as_list, title_problem
+from ..model import XRMetaModel, _as_list, check_texts, feedback_arguments
 from ..threads import resolve
 from . import sharding
 from .shard import add_record, remove_record, replace_record
@@ -47,6 +49,17 @@ class ShardedResults(NamedTuple):
     ids: np.ndarray
     scores: np.ndarray
     partial: np.ndarray
+
+
+def _serialised(method):
+    """A write of ShardedModel: checked for a writer, and run under its write lock."""
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        if not self.writer:
+            raise ModelError("this ShardedModel was opened with writer=False: it only queries")
+        with self._writes:
+            return method(self, *args, **kwargs)
+    return write
 
 
 def _need_ray():
@@ -70,6 +83,7 @@ class ShardedModel:
         self.write_timeout = write_timeout
         self.writer = writer
         self._turn = np.zeros(self.n_shards, dtype=np.int64)  # round robin over replicas
+        self._writes = threading.Lock()  # one write at a time: each shard's writes are numbered in order
         if writer:
             self._seq = [s["seq"] for s in self._all(lambda w: w.ping.remote())]
             keys = self._all(lambda w: w.max_key.remote())
@@ -195,11 +209,11 @@ class ShardedModel:
         return w.search.remote(*args)
 
     # ------------------------------------------------------------ writes
+    @_serialised
     def add_items(self, titles: list[str], ids: list[str], threads: int = -1) -> None:
         """As `XRMetaModel.add_items`: the batch is checked whole first (nothing is written on a bad title or id),
         synthesized here (in Ray tasks of BULK_CHUNK titles when larger), and written to every shard that owns one
         of its items' clusters; searchable when this returns."""
-        self._check_writer()
         titles, ids = _as_list(titles, "titles"), _as_list(ids, "ids")
         resolve(threads)
         if len(titles) != len(ids):
@@ -207,9 +221,7 @@ class ShardedModel:
         problem = new_ids_problem(ids)
         if problem:
             raise ModelError(f"add_items: {problem}")
-        bad = [(p, i) for i, t in zip(ids, titles) if (p := title_problem(t))]
-        if bad:
-            raise ModelError(f"add_items: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+        check_texts("add_items", ids, titles)
         if not ids:
             return
         taken = [i for i, held in zip(ids, self._held_anywhere(ids)) if held]
@@ -254,11 +266,11 @@ class ShardedModel:
         clusters = np.vstack([np.pad(p[2], ((0, 0), (0, m - p[2].shape[1])), constant_values=-1) for p in parts])
         return smat.vstack([p[0] for p in parts]).tocsr(), np.concatenate([p[1] for p in parts]), clusters
 
+    @_serialised
     def remove_items(self, ids: list[str]) -> None:
         """As `XRMetaModel.remove_items`: an unknown or repeated id removes nothing (ModelError). Each shard
         holding one of them delists it; a trained item also leaves the router's cold start (never a new item's
         neighbour once the router's catalogue compacts, as in `XRMetaModel`)."""
-        self._check_writer()
         ids = _as_list(ids, "ids")
         if len(set(ids)) != len(ids):
             raise ModelError("remove: duplicate ids in the request")
@@ -275,25 +287,18 @@ class ShardedModel:
         if trained:
             self.router.remove_items(trained)
 
+    @_serialised
     def add_feedback(self, query_texts: list[str], item_ids: list[str], weights=None, threads: int = -1) -> None:
         """As `XRMetaModel.add_feedback`: each clicked item's classifier is refined on the shard that holds its
         best cluster and replaced on every shard holding it. Clicks are not kept for a retrain (retrain the source
         model and cut it again)."""
-        self._check_writer()
-        queries, ids = _as_list(query_texts, "query_texts"), _as_list(item_ids, "item_ids")
+        queries, ids, weights = feedback_arguments(query_texts, item_ids, weights)
         resolve(threads)
-        weights = np.ones(len(ids)) if weights is None else np.asarray(_as_list(weights, "weights"), dtype=float)
-        if not len(queries) == len(ids) == len(weights):
-            raise ModelError(f"add_feedback: {len(queries)} queries, {len(ids)} ids, {len(weights)} weights")
-        if not (np.isfinite(weights).all() and (weights > 0).all()):
-            raise ModelError("add_feedback: weights must be finite and > 0")
         homes = self._homes(ids) if ids else np.zeros((0, self.n_shards), dtype=bool)
         unknown = [i for i, h in zip(ids, homes.any(axis=1)) if not h]
         if unknown:
             raise ModelError(f"add_feedback: unknown or removed item ids {preview(unknown)}")
-        bad = [(p, i) for i, q in zip(ids, queries) if (p := title_problem(q, "query"))]
-        if bad:
-            raise ModelError(f"add_feedback: {bad[0][0]} for ids {[i for q, i in bad if q == bad[0][0]][:5]}")
+        check_texts("add_feedback", ids, queries, "query")
         if not ids:
             return
         X = self.router.featurizer.transform(queries, threads=threads)
@@ -331,16 +336,12 @@ class ShardedModel:
                                                                    W[rows], biases[rows])
         self._write(records)
 
+    @_serialised
     def save(self) -> None:
         """Checkpoint: every shard's primary writes a snapshot of its directory (its log starts empty), and the
         router's model directory is saved in place."""
-        self._check_writer()
         ray.get([replicas[0].save.remote() for replicas in self.workers], timeout=self.write_timeout)
         self.router.save(self.router.workdir)
-
-    def _check_writer(self) -> None:
-        if not self.writer:
-            raise ModelError("this ShardedModel was opened with writer=False: it only queries")
 
     def _write(self, records: dict) -> None:
         """Send each shard its write (a function of the write's number) to every replica, and wait for them all."""
@@ -373,6 +374,14 @@ class ShardedModel:
         return self._holders(ids).any(axis=1)
 
     # ------------------------------------------------------------ inspection
+    def __len__(self) -> int:
+        """Live items: trained and inserted, not removed (an item held by two shards counts once)."""
+        return sum(self._all(lambda w: w.n_homes.remote()))
+
+    def __contains__(self, item_id) -> bool:
+        """Whether item_id names a live item."""
+        return isinstance(item_id, str) and bool(self._holders([item_id]).any())
+
     def status(self) -> list[list[dict]]:
         """Per shard, per replica: its process id, last write applied, live items (a dead replica: None)."""
         out = []

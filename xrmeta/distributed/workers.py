@@ -54,6 +54,9 @@ class ShardWorker:
     def homes(self, ids):
         return self.shard.homes(ids)
 
+    def n_homes(self) -> int:
+        return len(self.shard) - len(self.shard.guests)
+
     def max_key(self) -> int:
         return self.shard.max_key()
 
