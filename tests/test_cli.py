@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xrmeta.cli import add_feedback, add_items, evaluate, predict, retrain, train, train_generator
+from xrmeta.cli import add_feedback, add_items, evaluate, predict, retrain, shard, train, train_generator
 from xrmeta.model import XRMetaModel
 
 from .conftest import dir_digest
@@ -176,7 +176,7 @@ def test_train_unknown_dataset(tmp_path, capsys):
 
 
 COMMANDS = {"train": train, "train_generator": train_generator, "add_items": add_items, "predict": predict,
-            "evaluate": evaluate, "retrain": retrain, "add_feedback": add_feedback}
+            "evaluate": evaluate, "retrain": retrain, "add_feedback": add_feedback, "shard": shard}
 CLI_DIR = Path(__file__).parents[1] / "xrmeta" / "cli"
 
 

@@ -397,7 +397,7 @@ class Catalog:
     def _kernel_arguments(self, X, upper, beam_size, k, subset, threads, inserted_beam, split_probe) -> tuple:
         """(the checked arguments of `_core.search_topk` for the current state, that state's ids). Its numba oracle
         (`kernels.search.search_topk`, the benchmarks' peer) takes the same arguments."""
-        self._check_search(subset, k)
+        check_search(subset, k)
         inserted_beam = check_beams(beam_size, inserted_beam, "inserted_beam")
         if not isinstance(split_probe, (int, np.integer)) or split_probe < 1:
             raise ValueError(f"split_probe must be an integer >= 1, got {split_probe!r}")
@@ -405,7 +405,7 @@ class Catalog:
         if X.shape[1] != self.n_features or upper.n_clusters != self.n_clusters:
             raise ValueError(f"queries {X.shape} or the upper layers' {upper.n_clusters} clusters do not fit "
                              f"{self.n_features} features and {self.n_clusters} clusters")
-        X = self._checked_queries(X)
+        X = checked_queries(X, self.n_features)
         st = self._state  # one read: a consistent view even if a writer publishes while we score
         beam = min(int(beam_size), self.n_clusters)
         wide = min(int(inserted_beam), self.n_clusters) if st.inserted.entry_slot.shape[0] else beam
@@ -420,7 +420,7 @@ class Catalog:
         scores). n_observed (n,) int64: observed items are scored in only the first n_observed[i] clusters of row
         i, in the row's stored order (None: all), as `search` scores its beam and inserted beam. One thread. The
         slots are the current state's (no compaction may run in between)."""
-        self._check_search(subset, k)
+        check_search(subset, k)
         if X.shape[1] != self.n_features or beams.shape[0] != X.shape[0]:
             raise ValueError(f"queries {X.shape} and beams {beams.shape} do not fit {self.n_features} features")
         beams = smat.csr_matrix(beams, dtype=np.float32)
@@ -428,31 +428,11 @@ class Catalog:
             raise ValueError(f"beam clusters in [0, {self.n_clusters}) only")
         if not np.isfinite(beams.data).all():
             raise ValueError("beam scores must be finite (no NaN or inf)")
-        X = self._checked_queries(smat.csr_matrix(X, dtype=np.float32))
+        X = checked_queries(X, self.n_features)
         st = self._state
         return _core.leaf_topk(rows(X), rows(beams), st.leaf, st.inserted, SUBSETS[subset], int(k),
                                int(k) * st.memberships, max(self.max_cluster_size, st.widest, 1), self._scratch(1)[0],
                                int(split_probe), n_observed)
-
-    @staticmethod
-    def _check_search(subset: str, k: int) -> None:
-        if subset not in SUBSETS:
-            raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
-
-    def _checked_queries(self, X: smat.csr_matrix) -> smat.csr_matrix:
-        """X with sorted indices (the kernels binary-search each query's features), after checking every value
-        the kernels use unchecked as an index: a bad one would read or write outside their arrays."""
-        X = smat.csr_matrix(X, dtype=np.float32)  # the kernels read float32 values and int32 features (no copy
-        if X.indices.dtype != np.int32:  # when they are already)
-            X = smat.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr), shape=X.shape)
-        problem = _core.query_problem(X.indices, X.data, self.n_features)
-        if problem == 1:
-            raise ValueError(f"feature indices must be in [0, {self.n_features})")
-        if problem == 2:
-            raise ValueError("queries must be finite (no NaN or inf)")
-        return X if X.has_sorted_indices else X.sorted_indices()
 
     def _scratch(self, threads: int) -> np.ndarray:
         """This Python thread's zeroed (threads x features) query buffer for the search kernel, threads resolved:
@@ -526,6 +506,28 @@ class Catalog:
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor, path_exponent)
+
+
+def check_search(subset: str, k: int) -> None:
+    """ValueError unless subset names one (`SUBSETS`) and 1 <= k <= MAX_K."""
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be >= 1 and <= {MAX_K}, got {k!r}")
+
+
+def checked_queries(X: smat.csr_matrix, n_features: int) -> smat.csr_matrix:
+    """X with sorted indices (the kernels binary-search each query's features), after checking every value the
+    kernels use unchecked as an index: a bad one would read or write outside their arrays."""
+    X = smat.csr_matrix(X, dtype=np.float32)  # the kernels read float32 values and int32 features (no copy
+    if X.indices.dtype != np.int32:  # when they are already)
+        X = smat.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr), shape=X.shape)
+    problem = _core.query_problem(X.indices, X.data, n_features)
+    if problem == 1:
+        raise ValueError(f"feature indices must be in [0, {n_features})")
+    if problem == 2:
+        raise ValueError("queries must be finite (no NaN or inf)")
+    return X if X.has_sorted_indices else X.sorted_indices()
 
 
 def compacted(a: dict, ids: list[str], n_base: int) -> tuple[dict, list[str]]:

@@ -422,11 +422,7 @@ class XRMetaModel:
         return p.catalog.search(X, p.upper, beam, k, subset, threads, wide, p.configs.coldstart.split_probe)
 
     def _beam_size(self, beam_size, configs: Configs | None = None) -> int:
-        if beam_size is None:
-            return (configs or self.configs).tree.beam_size
-        if isinstance(beam_size, (bool, np.bool_)) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-            raise ModelError(f"beam_size must be None (the model's) or an integer >= 1, got {beam_size!r}")
-        return int(beam_size)
+        return check_beam_size(beam_size, configs or self.configs)
 
     def _results(self, slots: np.ndarray, scores: np.ndarray, ids: list[str] | None = None) -> Results:
         """Slots to ids with `ids`, the id list of the catalogue state that was searched (default: the current one,
@@ -563,6 +559,15 @@ def title_problem(title, what: str = "title") -> str | None:
     except UnicodeEncodeError:
         return f"{what} is not valid Unicode (lone surrogates, as from undecodable bytes)"
     return None
+
+
+def check_beam_size(beam_size, configs: Configs) -> int:
+    """The beam a search uses: beam_size, an integer >= 1, or None for the model's (configs')."""
+    if beam_size is None:
+        return configs.tree.beam_size
+    if isinstance(beam_size, (bool, np.bool_)) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
+        raise ModelError(f"beam_size must be None (the model's) or an integer >= 1, got {beam_size!r}")
+    return int(beam_size)
 
 
 def check_texts(op: str, ids: list, texts: list, what: str = "title") -> None:

@@ -122,6 +122,36 @@ def read(cls, folder: str | Path, log: bool = False):
     """`XRMetaModel.load`: the model (of class cls) saved in folder, its log replayed (the method's docstring
     says how)."""
     folder = Path(folder)
+    config, configs, calibration, trust = read_settings(folder)
+    featurizer = Featurizer.load(folder / "featurizer")
+    catalog = Catalog.load(folder, featurizer.n_features, trust.post_processor, trust.path_exponent)
+    upper = UpperLayers.load(folder / "upper", catalog.n_clusters, configs.tree.post_processor)
+    with np.load(folder / "selector.npz") as z:
+        Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        label_slot = z["label_slot"]
+    model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
+                calibration, config["info"], title_trust=trust, titles=_read_json(folder / TITLES, {}), source=folder,
+                snapshot=snapshot_id(config, folder), clicks=_read_json(folder / CLICKS, []))
+    _replay_log(model, folder, log)
+    if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
+        if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
+            model.log.close()
+        raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
+    return model
+
+
+def read_search(folder: str | Path, n_clusters: int) -> tuple[Featurizer, UpperLayers, Configs]:
+    """What a query reads above the leaves (featurizer, upper layers over n_clusters leaf clusters, configs) from
+    a model directory, without its catalogue or cold start: a router that does not insert (`xrmeta.distributed`)."""
+    folder = Path(folder)
+    _, configs, _, _ = read_settings(folder)
+    upper = UpperLayers.load(folder / "upper", n_clusters, configs.tree.post_processor)
+    return Featurizer.load(folder / "featurizer"), upper, configs
+
+
+def read_settings(folder: Path) -> tuple[dict, Configs, Calibration, TitleTrust]:
+    """config.json of a model directory, its files checked against its manifest: (the raw config, the configs,
+    the calibration, the title trust)."""
     config = persist.read_config(folder)
     version = config.get("format_version")
     if version not in (1, FORMAT_VERSION):
@@ -141,21 +171,7 @@ def read(cls, folder: str | Path, log: bool = False):
                  else TitleTrust.pecos(configs.tree.post_processor))  # saved before items carried titles
     except (KeyError, TypeError) as e:
         raise ModelError(f"{folder / 'config.json'}: missing or unknown setting {e}") from None
-    featurizer = Featurizer.load(folder / "featurizer")
-    catalog = Catalog.load(folder, featurizer.n_features, trust.post_processor, trust.path_exponent)
-    upper = UpperLayers.load(folder / "upper", catalog.n_clusters, configs.tree.post_processor)
-    with np.load(folder / "selector.npz") as z:
-        Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-        label_slot = z["label_slot"]
-    model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                calibration, config["info"], title_trust=trust, titles=_read_json(folder / TITLES, {}), source=folder,
-                snapshot=snapshot_id(config, folder), clicks=_read_json(folder / CLICKS, []))
-    _replay_log(model, folder, log)
-    if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two
-        if model.log is not None:               # snapshots (and maybe the new one's empty log) were mixed
-            model.log.close()
-        raise persist.PersistError(f"{folder}: replaced by a concurrent save while loading; load it again")
-    return model
+    return config, configs, calibration, trust
 
 
 def _read_json(path: Path, missing):

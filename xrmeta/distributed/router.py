@@ -27,8 +27,10 @@ import numpy as np
 import scipy.sparse as smat
 
 from ..data.xmc import new_ids_problem, preview
+from .. import modeldir
+from ..catalog import check_search, checked_queries
 from ..errors import ModelError
-from ..model import XRMetaModel, _as_list, check_texts, feedback_arguments
+from ..model import XRMetaModel, _as_list, check_beam_size, check_texts, feedback_arguments
 from ..threads import resolve
 from . import sharding
 from .shard import add_record, remove_record, replace_record
@@ -72,19 +74,20 @@ def _need_ray():
 class ShardedModel:
     """Make one with `from_model` (cut a model, start its shards) or `open` (a directory `cut` wrote)."""
 
-    def __init__(self, folder: Path, router: XRMetaModel, cluster_shard: np.ndarray, workers: list[list],
-                 timeout: float, writer: bool, write_timeout: float):
+    def __init__(self, folder: Path, search: tuple, router: XRMetaModel | None, cluster_shard: np.ndarray,
+                 workers: list[list], timeout: float, write_timeout: float):
         self.folder = folder
-        self.router = router
+        self.featurizer, self.upper, self.configs = search
+        self.router = router  # the writer's model of the trained items: the cold start; None: queries only
         self.cluster_shard = cluster_shard
         self.n_shards = len(workers)
         self.workers = workers  # [shard][replica] actor handles; replica 0 is the primary (it logs)
         self.timeout = timeout
         self.write_timeout = write_timeout
-        self.writer = writer
+        self.writer = router is not None
         self._turn = np.zeros(self.n_shards, dtype=np.int64)  # round robin over replicas
         self._writes = threading.Lock()  # one write at a time: each shard's writes are numbered in order
-        if writer:
+        if self.writer:
             self._seq = [s["seq"] for s in self._all(lambda w: w.ping.remote())]
             keys = self._all(lambda w: w.max_key.remote())
             info = json.loads((folder / sharding.SHARDING).read_text(encoding="utf-8"))
@@ -118,12 +121,16 @@ class ShardedModel:
         with np.load(folder / sharding.PLAN) as z:
             cluster_shard = z["cluster_shard"]
         workers = start_workers(folder, replicas, cpus_per_worker)
-        router = XRMetaModel.load(folder / info["router"], log=writer)
-        return cls(folder, router, cluster_shard, workers, float(timeout), writer, float(write_timeout))
+        if writer:  # the cold start: featurizer, tree, the trained items' classifiers and titles, generator
+            router = XRMetaModel.load(folder / info["router"], log=True)
+            search = router.featurizer, router.upper, router.configs
+        else:  # what a query reads above the leaves
+            router, search = None, modeldir.read_search(folder / info["router"], int(info["n_clusters"]))
+        return cls(folder, search, router, cluster_shard, workers, float(timeout), float(write_timeout))
 
     def close(self, stop: bool = True) -> None:
         """Release the router's log; stop: also end the workers (others attached to them lose them)."""
-        if self.router.log is not None:
+        if self.router is not None and self.router.log is not None:
             self.router.log.close()
         if stop:
             stop_workers(self.folder)
@@ -132,23 +139,23 @@ class ShardedModel:
     def predict(self, queries: list[str], k: int = 10, beam_size: int | None = None, subset: str = "all",
                 threads: int = 1) -> ShardedResults:
         """As `XRMetaModel.predict`, plus `partial` per query."""
-        X = self.router.featurizer.transform(_as_list(queries, "queries"), threads=threads)
+        X = self.featurizer.transform(_as_list(queries, "queries"), threads=threads)
         return self.predict_features(X, k, beam_size, subset, threads)
 
     def predict_features(self, X: smat.spmatrix, k: int = 10, beam_size: int | None = None, subset: str = "all",
                          threads: int = 1) -> ShardedResults:
         """As `XRMetaModel.predict_features`, plus `partial` per query."""
-        r = self.router
-        beam = r._beam_size(beam_size)
+        beam = check_beam_size(beam_size, self.configs)
         resolve(threads)
-        r.catalog._check_search(subset, k)
+        check_search(subset, k)
         X = smat.csr_matrix(X, dtype=np.float32)
-        if X.shape[1] != r.featurizer.n_features:
-            raise ModelError(f"queries have {X.shape[1]} features, the model {r.featurizer.n_features}")
-        X = r.catalog._checked_queries(X)
-        cs = r.configs.coldstart
-        wide = min(beam * cs.inserted_beam_factor if subset != "observed" else beam, r.upper.n_clusters)
-        clusters, paths = r.upper.top_clusters(X, min(beam, r.upper.n_clusters), threads, wide)
+        n_features = self.featurizer.n_features
+        if X.shape[1] != n_features:
+            raise ModelError(f"queries have {X.shape[1]} features, the model {n_features}")
+        X = checked_queries(X, n_features)
+        cs, n_clusters = self.configs.coldstart, self.upper.n_clusters
+        wide = min(beam * cs.inserted_beam_factor if subset != "observed" else beam, n_clusters)
+        clusters, paths = self.upper.top_clusters(X, min(beam, n_clusters), threads, wide)
         clusters[np.diff(X.indptr) == 0] = -1  # a query of unknown words finds nothing, as in the whole model
         n = X.shape[0]
         asked = {}
@@ -246,7 +253,7 @@ class ShardedModel:
     def _synthesize(self, titles, ids, threads):
         """(weights, biases, clusters) of new items: here, or in Ray tasks for a batch larger than BULK_CHUNK."""
         if len(titles) <= BULK_CHUNK:
-            S = self.router.featurizer.transform(titles, threads=threads)
+            S = self.featurizer.transform(titles, threads=threads)
             empty = np.flatnonzero(np.diff(S.indptr) == 0)
             if len(empty):
                 raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids "
@@ -301,7 +308,7 @@ class ShardedModel:
         check_texts("add_feedback", ids, queries, "query")
         if not ids:
             return
-        X = self.router.featurizer.transform(queries, threads=threads)
+        X = self.featurizer.transform(queries, threads=threads)
         known = np.diff(X.indptr) > 0
         home = homes.argmax(axis=1)
         refs = {}
