@@ -278,6 +278,10 @@ def test_bad_writes_change_nothing(local_ray, fresh_dir, novel, tmp_path):
             with pytest.raises((ModelError, ValueError), match=message):
                 call()
         assert [s[0]["seq"] for s in sharded.status()] == before
+        with pytest.raises(ModelError, match=r"failed on shards \[0\] \(applied on \[1\]\).*unknown write"):
+            sharded._write({0: lambda seq: {"op": "bogus", "seq": seq}, 1: lambda seq: remove_record(seq, [])})
+        sharded.add_items(titles[3:6], ids[3:6])  # the write numbers were read back: the next write applies
+        assert all(i in sharded for i in ids[:6]) and len(sharded) == len(model) + 6
         reader = ShardedModel.open(tmp_path / "s", writer=False)  # attaches to the running workers
         assert reader.status()[0][0]["pid"] == sharded.status()[0][0]["pid"]
         np.testing.assert_array_equal(reader.predict(["Chaise"]).ids, sharded.predict(["Chaise"]).ids)

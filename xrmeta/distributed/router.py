@@ -351,7 +351,9 @@ class ShardedModel:
         self.router.save(self.router.workdir)
 
     def _write(self, records: dict) -> None:
-        """Send each shard its write (a function of the write's number) to every replica, and wait for them all."""
+        """Send each shard its write (a function of the write's number) to every replica, and wait for them all.
+        A shard that refuses it (its log cannot be written, say) keeps its state; the error names the shards that
+        applied the write and those that did not, and the write numbers are read back from the shards."""
         refs = []
         for s, make in records.items():
             self._seq[s] += 1
@@ -362,7 +364,18 @@ class ShardedModel:
             late = sorted({s for s, r in refs if r in waiting})
             raise ModelError(f"shards {late} did not confirm the write within {self.write_timeout} s; it is queued "
                              f"and applies when they are back")
-        ray.get(done)
+        failed = {}
+        for s, ref in refs:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as e:
+                failed.setdefault(s, e)
+        if failed:
+            self._seq = [status["seq"] for status in self._all(lambda w: w.ping.remote())]
+            applied = sorted(set(records) - set(failed))
+            s, e = next(iter(failed.items()))
+            raise ModelError(f"the write failed on shards {sorted(failed)} (applied on {applied}); shard {s}: "
+                             f"{getattr(e, 'cause', e)}") from None
 
     def _all(self, call) -> list:
         """One call per shard (to its primary), the answers in shard order."""
