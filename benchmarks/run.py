@@ -26,8 +26,8 @@ from . import common as C
 ROOT = Path(__file__).resolve().parents[1]
 # per dataset, in the order the report shows them; after the first dataset's peers, the synthetic scale, lifecycle
 # and compaction checks; after its last section, the synthetic memory check.
-SECTIONS = ("grounding", "peers", "train_cost", "latency", "startup", "insertion", "feedback", "swap", "selector",
-            "generator_ablation")
+SECTIONS = ("grounding", "peers", "train_cost", "latency", "startup", "distributed", "insertion", "feedback", "swap",
+            "selector", "generator_ablation")
 SYNTHETIC_ONLY = ("scale", "lifecycle", "compaction", "memory")
 ABOUT = {
     "peers": "recall vs latency against PECOS, omikuji, napkinXC, BM25 and MiniLM + hnswlib; build cost; zero-shot "
@@ -41,6 +41,8 @@ ABOUT = {
     "train_cost": "train time, model size, quality of the XR-Linear base",
     "latency": "xrmeta vs PECOS predict-only at beams 1, 10, 50, with a top-k equality check",
     "startup": "a fresh process's first query and first insert after loading a model (and the C++ example's)",
+    "distributed": "ShardedModel on Ray: equality with XRMetaModel under the same writes, latency and throughput at "
+                   "1-2 shards and 2 replicas, two local nodes, memory per shard, bulk cold start, killing a shard",
     "insertion": "items/s from title to searchable item, step breakdown",
     "feedback": "one revealed click per new item: add_feedback vs no feedback vs retrained, 3 split seeds; events/s; "
                 "latency before and after",
