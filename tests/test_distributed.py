@@ -94,8 +94,10 @@ def test_cut_writes_every_item_once_per_cluster_owner(with_novel, tmp_path):
         clusters = cat.item_clusters([cat.slot_of[i]])[0]
         plan = np.load(out / "plan.npz")["cluster_shard"]
         assert sorted(owners) == sorted(set(plan[clusters[clusters >= 0]].tolist()))
-    router_model = XRMetaModel.load(out / "router")
+    router_model = XRMetaModel.load(out / "router")  # trained items' titles and clusters, not their classifiers
     assert len(router_model) == cat.n_base and router_model.catalog.n_slots == cat.n_base
+    assert router_model.catalog.w_ptr.view[-1] == 0 and len(router_model.catalog.observed.val) == 0
+    np.testing.assert_array_equal(router_model.catalog.slot_cluster.view, cat.slot_cluster.view[: cat.n_base])
     with pytest.raises(ModelError, match="not an empty directory"):
         cut(with_novel, 2, out)
 

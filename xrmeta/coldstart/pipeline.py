@@ -155,14 +155,17 @@ class ColdStart:
             fallback[no_nbr] = assign_centroid(S[no_nbr], self.centroids)[:, 0]
         return assign_vote(nbrs, sims, self.catalog.slot_cluster.view, fallback, m)
 
-    def generate(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray,
-                 threads: int = -1) -> tuple[smat.csr_matrix, np.ndarray]:
+    def generate(self, S: smat.csr_matrix, nbrs: np.ndarray, sims: np.ndarray, threads: int = -1,
+                 rows: tuple | None = None) -> tuple[smat.csr_matrix, np.ndarray]:
         """Sparse classifier weights (CSR float32, n x F) and biases (n,) of new items, pruned like the trained
-        ones: |w| >= threshold, at most max_nnz non-zeros."""
+        ones: |w| >= threshold, at most max_nnz non-zeros. rows: the neighbours' classifiers where the catalogue
+        does not hold them (a sharded router's, `xrmeta.distributed`): (at (n, K), each neighbour's row, -1
+        where nbrs has none; biases, w_ptr, w_idx, w_val of those rows); None: the catalogue's."""
         c = self.catalog
-        return synthesize(self.generator.plan(S, nbrs, sims, threads), nbrs, c.slot_bias.view, c.w_ptr.view,
-                          c.w_idx.view, c.w_val.view, S, self.threshold, self.config.max_nnz, self.feature_block,
-                          threads)
+        at, table = (nbrs, (c.slot_bias.view, c.w_ptr.view, c.w_idx.view, c.w_val.view)) if rows is None \
+            else (rows[0], rows[1:])
+        return synthesize(self.generator.plan(S, nbrs, sims, threads), at, *table, S, self.threshold,
+                          self.config.max_nnz, self.feature_block, threads)
 
     def refine(self, X: smat.csr_matrix, slots: np.ndarray,
                weights: np.ndarray) -> tuple[np.ndarray, smat.csr_matrix, np.ndarray]:

@@ -2,9 +2,10 @@
 
 The router (this object, in the caller's process) featurizes, runs the beam search over the tree's upper layers,
 sends each query to the shards that own its beam's leaf clusters (one replica each) and merges their top-k by
-(score, key), the whole catalogue's order. New items are synthesized here (select, assign, generate, with the
-trained items' classifiers of the router's model; big batches in parallel Ray tasks) and written to the shards
-that own their clusters. Reads never wait longer than `timeout`: a shard that does not answer is asked again on
+(score, key), the whole catalogue's order. New items are synthesized here (select and assign with the router's
+model, which holds the trained items' titles and clusters but not their classifiers; generate with their
+neighbours' classifiers read from the shards; big batches in parallel Ray tasks) and written to the shards that
+own their clusters. Reads never wait longer than `timeout`: a shard that does not answer is asked again on
 another replica, and a query it still lacks comes back flagged `partial`. Writes wait for every replica of
 every shard they touch (Ray retries them on a restarted worker).
 
@@ -34,10 +35,11 @@ from ..model import XRMetaModel, _as_list, check_beam_size, check_texts, feedbac
 from ..threads import resolve
 from . import sharding
 from .shard import add_record, remove_record, replace_record
-from .workers import ShardWorker, synthesize_chunk
+from .workers import ShardWorker, synthesize_chunk, synthesize_sharded
 
 try:
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:  # pragma: no cover - the message is the point
     ray = None
 
@@ -251,27 +253,28 @@ class ShardedModel:
         self._write(records)
 
     def _synthesize(self, titles, ids, threads):
-        """(weights, biases, clusters) of new items: here, or in Ray tasks for a batch larger than BULK_CHUNK."""
+        """(weights, biases, clusters) of new items: here, or in Ray tasks for a batch larger than BULK_CHUNK; the
+        neighbours' classifiers come from the shards (the router's catalogue holds none)."""
+        primaries = [replicas[0] for replicas in self.workers]
         if len(titles) <= BULK_CHUNK:
             S = self.featurizer.transform(titles, threads=threads)
             empty = np.flatnonzero(np.diff(S.indptr) == 0)
-            if len(empty):
-                raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids "
-                                 f"{[ids[i] for i in empty[:5]]}")
-            return self.router.coldstart.synthesize(S, threads)
-        router_dir = str(self.router.workdir)
-        log_size = (Path(router_dir) / "items.log").stat().st_size if (Path(router_dir) / "items.log").exists() else 0
-        task = ray.remote(synthesize_chunk)
-        starts = range(0, len(titles), BULK_CHUNK)
-        refs = [task.remote(router_dir, log_size, titles[a: a + BULK_CHUNK]) for a in starts]
-        parts = ray.get(refs)
-        empty = [a + j for a, p in zip(starts, parts) for j in p[3].tolist()]
-        if empty:
-            raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids "
-                             f"{[ids[i] for i in empty[:5]]}")
-        m = max(p[2].shape[1] for p in parts)
-        clusters = np.vstack([np.pad(p[2], ((0, 0), (0, m - p[2].shape[1])), constant_values=-1) for p in parts])
-        return smat.vstack([p[0] for p in parts]).tocsr(), np.concatenate([p[1] for p in parts]), clusters
+            if not len(empty):
+                return synthesize_sharded(self.router.coldstart, S, primaries, threads, self.write_timeout)
+        else:
+            log = Path(self.router.workdir) / "items.log"
+            task = ray.remote(synthesize_chunk)
+            starts = range(0, len(titles), BULK_CHUNK)
+            parts = ray.get([task.remote(str(self.router.workdir), log.stat().st_size if log.exists() else 0,
+                                         titles[a: a + BULK_CHUNK], primaries, self.write_timeout)
+                             for a in starts])
+            empty = [a + j for a, p in zip(starts, parts) for j in p[3].tolist()]
+            if not empty:
+                m = max(p[2].shape[1] for p in parts)
+                clusters = np.vstack([np.pad(p[2], ((0, 0), (0, m - p[2].shape[1])), constant_values=-1)
+                                      for p in parts])
+                return smat.vstack([p[0] for p in parts]).tocsr(), np.concatenate([p[1] for p in parts]), clusters
+        raise ModelError(f"add_items: titles share no n-gram with the vocabulary, ids {[ids[i] for i in empty[:5]]}")
 
     @_serialised
     def remove_items(self, ids: list[str]) -> None:
@@ -425,16 +428,21 @@ def _worker_name(folder: Path, shard: int, replica: int) -> str:
 
 
 def start_workers(folder: str | Path, replicas: int = 1, cpus: float = 0.0) -> list[list]:
-    """The shard workers of a sharded directory, named after it: started where missing (spread over the
+    """The shard workers of a sharded directory, named after it: started where missing (dealt over the
     cluster's nodes; detached, so they outlive the process that started them), attached where running. They
     restart when their process dies. Returns [shard][replica] actor handles."""
     _need_ray()
     folder = Path(folder).resolve()
     info = read_sharding(folder)
     actor = ray.remote(ShardWorker)
+    # dealt over the alive nodes in turn (Ray's SPREAD placed every 0-CPU worker on one node of two); soft: a
+    # worker restarts elsewhere if its node is gone
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     return [[actor.options(name=_worker_name(folder, s, r), namespace=NAMESPACE, get_if_exists=True,
                            lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=cpus,
-                           scheduling_strategy="SPREAD").remote(str(folder / name), r == 0)
+                           scheduling_strategy=NodeAffinitySchedulingStrategy(
+                               nodes[(s * replicas + r) % len(nodes)], soft=True)
+                           ).remote(str(folder / name), r == 0)
              for r in range(replicas)] for s, name in enumerate(info["shards"])]
 
 

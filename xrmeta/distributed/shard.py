@@ -16,7 +16,8 @@ Shard directory (written atomically by `save`, like a model directory: `persist.
   config.json                    the shard's settings and last applied write (`seq`); manifest of the files
   catalog.npz, catalog_ids.txt   its catalogue (`Catalog.save`)
   shard.npz                      owned clusters; each live item's key; the inserted items whose best cluster
-                                 another shard holds ("guests": feedback on them is computed elsewhere)
+                                 another shard holds ("guests": feedback on them is computed elsewhere); the
+                                 whole catalogue's slot of each trained slot
   items.log                      writes since the snapshot
 """
 
@@ -58,8 +59,8 @@ class ShardConfig:
 class Shard:
     """One shard's catalogue and keys. Not thread-safe: a Ray actor runs one call at a time (`actors`)."""
 
-    def __init__(self, catalog: Catalog, clusters: np.ndarray, key_of: dict, guests: set, config: ShardConfig,
-                 seq: int = 0):
+    def __init__(self, catalog: Catalog, clusters: np.ndarray, key_of: dict, guests: set, base_keys: np.ndarray,
+                 config: ShardConfig, seq: int = 0):
         self.catalog = catalog
         self.config = config
         self.clusters = np.asarray(clusters, dtype=np.int64)  # the leaf clusters it owns, increasing
@@ -67,6 +68,7 @@ class Shard:
         self.owns[self.clusters] = True
         self.key_of = key_of  # live id -> key
         self.guests = guests  # live inserted ids whose best cluster is another shard's
+        self.base_keys = np.asarray(base_keys, dtype=np.int64)  # trained slot -> its slot in the whole catalogue
         self.seq = int(seq)  # the last write applied
         self.log: persist.ItemLog | None = None
         self.folder: Path | None = None
@@ -104,6 +106,16 @@ class Shard:
     def max_key(self) -> int:
         """The largest key of a live item (-1: none)."""
         return max(self.key_of.values(), default=-1)
+
+    def trained_rows(self, slots: np.ndarray) -> tuple[np.ndarray, smat.csr_matrix, np.ndarray]:
+        """The classifiers of the trained items held here among `slots` (whole-catalogue slots, increasing), as
+        stored (a removed item's too, until a compaction empties it, as the whole catalogue keeps them): (which
+        of slots are here (bool), their weights CSR, biases). New items' neighbours are read from them."""
+        slots = np.asarray(slots, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.base_keys, slots), max(len(self.base_keys) - 1, 0))
+        found = (self.base_keys[pos] == slots) if len(self.base_keys) else np.zeros(len(slots), dtype=bool)
+        local = pos[found]
+        return found, self.catalog.weights(local), self.catalog.slot_bias.view[local].copy()
 
     def refine(self, X: smat.csr_matrix, ids: list[str], weights: np.ndarray):
         """Feedback on items whose best cluster is here (`coldstart.feedback.refine`): (moved ids, in first-click
@@ -190,7 +202,7 @@ class Shard:
                 live = list(self.key_of)
                 np.savez(tmp / ARRAYS, clusters=self.clusters, ids=np.array(live, dtype=str),
                          keys=np.array([self.key_of[i] for i in live], dtype=np.int64),
-                         guests=np.array(sorted(self.guests), dtype=str))
+                         guests=np.array(sorted(self.guests), dtype=str), base_keys=self.base_keys)
         finally:
             if logging_here:
                 self.log, _ = persist.ItemLog.open(folder)
@@ -208,7 +220,8 @@ class Shard:
         catalog = Catalog.load(folder, settings.n_features, settings.post_processor, settings.path_exponent)
         with np.load(folder / ARRAYS) as z:
             key_of = dict(zip(z["ids"].tolist(), z["keys"].tolist()))
-            shard = cls(catalog, z["clusters"], key_of, set(z["guests"].tolist()), settings, config["seq"])
+            shard = cls(catalog, z["clusters"], key_of, set(z["guests"].tolist()), z["base_keys"], settings,
+                        config["seq"])
         item_log, records = persist.ItemLog.open(folder.resolve()) if log else (None, persist.read_log(folder))
         try:
             for n, record in enumerate(records, 1):

@@ -8,8 +8,9 @@ A query's beam stays inside few subtrees, so it reaches few shards.
 Sharded directory (`cut` writes it; `ShardedModel.open` serves it):
   sharding.json     format, shard count, the source model's snapshot, the router and shard folders
   plan.npz          cluster_shard: the shard of each leaf cluster
-  router/           a model directory of the trained items only: featurizer, tree, cold start (select, assign,
-                    generate); the router runs the beam search and synthesizes new items' classifiers with it
+  router/           a model directory of the trained items without their classifiers (`router_model`):
+                    featurizer, tree, cold start (select, assign, generate); the router runs the beam search
+                    and synthesizes new items' classifiers with it, reading their neighbours' from the shards
   shard-000/ ...    one directory per shard (`shard.Shard`)
 """
 
@@ -126,6 +127,25 @@ def slice_catalog(catalog: Catalog, owns: np.ndarray) -> tuple[dict, list[str], 
     return arrays, [catalog.ids[s] for s in slots.tolist()], slots
 
 
+def router_model(model: XRMetaModel) -> XRMetaModel:
+    """The router's model: the trained items only (inserted ones removed, then compacted), their classifiers left
+    out (the shards hold them; the cold start reads a new item's neighbours' from there): the featurizer, the
+    tree, and each trained item's title row, cluster and bias for select and assign."""
+    copy = model.copy()
+    copy.remove_items([i for i in copy.catalog.ids[copy.catalog.n_base:] if i in copy])
+    copy.compact()
+    c, p = copy.catalog, copy._state
+    a = c.arrays()
+    n = c.n_slots
+    a.update(w_ptr=np.zeros(n + 1, dtype=np.int64), w_idx=np.zeros(0, dtype=np.int32),
+             w_val=np.zeros(0, dtype=np.float32),
+             **{"chunk_" + f: v for f, v in feature_major(smat.csc_matrix((c.n_features, n), dtype=np.float32),
+                                                          a["slot_cluster"], a["base_slot_ptr"])._asdict().items()})
+    weightless = Catalog(a, c.ids, c.n_features, c.post_processor, c.path_exponent)
+    return XRMetaModel(p.workdir, p.featurizer, p.upper, weightless, copy.selector, p.label_slot, p.configs,
+                       copy.calibration, dict(p.info), title_trust=p.title_trust, generator=copy.generator)
+
+
 def cut(model: XRMetaModel | str | Path, n_shards: int, out: str | Path, verbose: bool = False) -> Path:
     """Write the sharded directory of `model` (an `XRMetaModel`, or its directory) into out (absent or empty):
     the router's model directory and n_shards shard directories, each holding its leaf clusters' trained and
@@ -150,14 +170,11 @@ def cut(model: XRMetaModel | str | Path, n_shards: int, out: str | Path, verbose
         shard_cat = Catalog(arrays, ids, cat.n_features, cat.post_processor, cat.path_exponent)
         first = cat.slot_cluster.view[keys]  # the source catalogue's first cluster of each kept slot
         guests = {ids[j] for j in np.flatnonzero(~owns[first] & arrays["slot_alive"]).tolist()}
-        Shard(shard_cat, np.flatnonzero(owns), dict(live), guests, config).save(out / shard_dir(index))
+        base_keys = keys[keys < cat.n_base]
+        Shard(shard_cat, np.flatnonzero(owns), dict(live), guests, base_keys, config).save(out / shard_dir(index))
         if verbose:
             print(f"  {shard_dir(index)}: {int(owns.sum())} clusters, {len(live)} items", flush=True)
-    router = model.copy()  # the trained items only: the cold start reads their classifiers and clusters
-    inserted = [i for i in router.catalog.ids[cat.n_base:] if i in router]
-    router.remove_items(inserted)
-    router.compact()
-    router.save(out / ROUTER)
+    router_model(model).save(out / ROUTER)
     np.savez(out / PLAN, cluster_shard=cluster_shard)
     info = {"format": FORMAT, "n_shards": int(n_shards), "source": str(model._state.source or ""),
             "source_snapshot": model._state.snapshot, "router": ROUTER,

@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as smat
 
+from ..errors import ModelError
 from .shard import Shard
 
 try:
@@ -60,6 +62,9 @@ class ShardWorker:
     def max_key(self) -> int:
         return self.shard.max_key()
 
+    def trained_rows(self, slots):
+        return self.shard.trained_rows(slots)
+
     def refine(self, X, ids, weights):
         return self.shard.refine(X, ids, weights)
 
@@ -75,23 +80,49 @@ class ShardWorker:
         return int(sum(v.nbytes for v in self.shard.catalog.arrays().values()))
 
 
-_coldstart_cache: dict = {}
+def neighbour_rows(nbrs: np.ndarray, primaries: list, timeout: float) -> tuple:
+    """The trained classifiers of new items' neighbours (nbrs (n, K) whole-catalogue slots, -1 for none), read
+    from the shards that hold them (each trained item is in one): `ColdStart.generate`'s rows argument."""
+    wanted = np.unique(nbrs[nbrs >= 0])
+    answers = ray.get([w.trained_rows.remote(wanted) for w in primaries], timeout=timeout)
+    at = np.concatenate([np.flatnonzero(found) for found, _, _ in answers])
+    if len(at) != len(wanted) or len(np.unique(at)) != len(at):
+        raise ModelError(f"the shards hold {len(at)} of {len(wanted)} neighbour classifiers, each once")
+    order = np.argsort(at)
+    W = smat.vstack([rows for _, rows, _ in answers]).tocsr()[order]
+    biases = np.concatenate([b for _, _, b in answers])[order]
+    where = np.where(nbrs >= 0, np.searchsorted(wanted, np.maximum(nbrs, 0)), -1)
+    return (where, biases.astype(np.float32), W.indptr.astype(np.int64), W.indices.astype(np.int32),
+            W.data.astype(np.float32))
 
 
-def synthesize_chunk(router_dir: str, log_size: int, titles: list[str], threads: int = 1):
-    """Bulk cold start, one Ray task: featurize and synthesize (select, assign, generate) a chunk of new titles
-    with the router's model read from its directory (cached per worker process, reloaded when its log grew).
-    Returns (weights CSR, biases, clusters, rows with no known n-gram)."""
+def synthesize_sharded(coldstart, S, primaries: list, threads: int, timeout: float):
+    """`ColdStart.synthesize` for a router whose catalogue holds no classifiers: select and assign here, the
+    neighbours' classifiers read from the shards, then generate. Returns (weights CSR, biases, clusters)."""
+    if coldstart.generator is None:
+        raise ModelError(f"no {coldstart.config.generator!r} generator yet: train it with `fit_generator`")
+    nbrs, sims = coldstart.selector.search(S, coldstart.config.k, threads)
+    clusters = coldstart.assign(S, nbrs, sims, threads)
+    W, biases = coldstart.generate(S, nbrs, sims, threads, neighbour_rows(nbrs, primaries, timeout))
+    return W, biases, clusters
+
+
+_router_cache: dict = {}
+
+
+def synthesize_chunk(router_dir: str, log_size: int, titles: list[str], primaries: list, timeout: float,
+                     threads: int = 1):
+    """Bulk cold start, one Ray task: featurize and synthesize (`synthesize_sharded`) a chunk of new titles with
+    the router's model read from its directory (cached per worker process, reloaded when its log grew).
+    Returns (weights CSR, biases, clusters, rows with no known n-gram); nothing synthesized if there are any."""
     from ..model import XRMetaModel
 
-    key = router_dir
-    cached = _coldstart_cache.get(key)
+    cached = _router_cache.get(router_dir)
     if cached is None or cached[0] != log_size:
-        _coldstart_cache[key] = cached = (log_size, XRMetaModel.load(router_dir))
+        _router_cache[router_dir] = cached = (log_size, XRMetaModel.load(router_dir))
     model = cached[1]
     S = model.featurizer.transform(titles, threads=threads)
     empty = np.flatnonzero(np.diff(S.indptr) == 0)
     if len(empty):
         return None, None, None, empty
-    W, biases, clusters = model.coldstart.synthesize(S, threads)
-    return W, biases, clusters, empty
+    return (*synthesize_sharded(model.coldstart, S, primaries, threads, timeout), empty)
