@@ -129,8 +129,9 @@ def read(cls, folder: str | Path, log: bool = False):
     with np.load(folder / "selector.npz") as z:
         Z = smat.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         label_slot = z["label_slot"]
-    model = cls(folder, featurizer, upper, catalog, make_selector(Z, configs.coldstart), label_slot, configs,
-                calibration, config["info"], title_trust=trust, titles=_read_json(folder / TITLES, {}), source=folder,
+    selector = make_selector(Z, configs.coldstart, normalized=True)
+    model = cls(folder, featurizer, upper, catalog, selector, label_slot, configs, calibration, config["info"],
+                title_trust=trust, titles=_read_json(folder / TITLES, {}), source=folder,
                 snapshot=snapshot_id(config, folder), clicks=_read_json(folder / CLICKS, []))
     _replay_log(model, folder, log)
     if persist.read_config(folder) != config:  # a save replaced the directory while we read it: files of two

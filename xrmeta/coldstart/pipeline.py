@@ -262,11 +262,12 @@ class ColdStart:
 
 
 # ---------------------------------------------------------------- what training fits before the generator
-def make_selector(Z: smat.spmatrix, config: ColdStartConfig) -> Selector:
-    """The neighbour search over observed items' title rows Z (n_base x F, slot order) that config asks for."""
+def make_selector(Z: smat.spmatrix, config: ColdStartConfig, normalized: bool = False) -> Selector:
+    """The neighbour search over observed items' title rows Z (n_base x F, slot order) that config asks for;
+    normalized: Z is a selector's own rows, as saved (`Selector`)."""
     if config.selector == "exact":
-        return Selector(Z)
-    return Selector(Z, max_postings=config.max_postings, n_candidates=config.n_candidates)
+        return Selector(Z, normalized=normalized)
+    return Selector(Z, max_postings=config.max_postings, n_candidates=config.n_candidates, normalized=normalized)
 
 
 def served_leaf(catalog) -> ServedLeaf:

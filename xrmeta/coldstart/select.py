@@ -21,9 +21,13 @@ class Selector:
     rescored exactly. Similarities are always exact; only the candidate set is approximate.
     """
 
-    def __init__(self, Z: smat.spmatrix, max_postings: int | None = None, n_candidates: int = 64):
-        """Z: (n_items, F) the observed items' representations (L2-normalised here), rows in slot order."""
-        Z = normalize(smat.csr_matrix(Z, dtype=np.float32))
+    def __init__(self, Z: smat.spmatrix, max_postings: int | None = None, n_candidates: int = 64,
+                 normalized: bool = False):
+        """Z: (n_items, F) the observed items' representations, rows in slot order, L2-normalised here unless
+        normalized (rows a selector normalised already, as saved: normalising them again moves some values by an
+        ulp, and a reloaded model, or a sharded one's router, then scored some new items an ulp apart)."""
+        Z = smat.csr_matrix(Z, dtype=np.float32, copy=True)
+        Z = Z if normalized else normalize(Z)
         Z.sort_indices()
         self.Z = Z
         self.max_postings = max_postings
@@ -34,13 +38,13 @@ class Selector:
 
     def without(self, items: np.ndarray) -> Selector:
         """A new selector over the same rows with those of `items` emptied (delisted observed items: never a
-        neighbour again, their storage dropped), built as a loaded model builds it from the saved rows."""
+        neighbour again, their storage dropped), as a loaded model builds it from the saved rows."""
         drop = np.zeros(self.n_items, dtype=bool)
         drop[np.asarray(items, dtype=np.int64)] = True
         keep = ~np.repeat(drop, np.diff(self.Z.indptr))
         indptr = np.concatenate([[0], np.cumsum(np.where(drop, 0, np.diff(self.Z.indptr)))])
         Z = smat.csr_matrix((self.Z.data[keep], self.Z.indices[keep], indptr), shape=self.Z.shape)
-        return Selector(Z, self.max_postings, self.n_candidates)
+        return Selector(Z, self.max_postings, self.n_candidates, normalized=True)
 
     @property
     def n_items(self) -> int:
