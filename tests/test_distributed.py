@@ -249,7 +249,7 @@ def test_a_replica_serves_while_the_primary_is_killed(local_ray, fresh_dir, nove
         stop.set()
         thread.join(10)
         assert not thread.is_alive() and len(served) > 20
-        assert all(served) and slowest[0] < 2.0
+        assert all(served) and slowest[0] < 1.0  # backed up by the other replica after hedge_after (0.1 s)
         wait_for(lambda: all(r and r["seq"] == 1 for r in sharded.status()[0]))
         for m in (model, sharded):  # writes reach the restarted primary and its replica
             m.remove_items(novel[1][:5])

@@ -77,7 +77,7 @@ class ShardedModel:
     """Make one with `from_model` (cut a model, start its shards) or `open` (a directory `cut` wrote)."""
 
     def __init__(self, folder: Path, search: tuple, router: XRMetaModel | None, cluster_shard: np.ndarray,
-                 workers: list[list], timeout: float, write_timeout: float):
+                 workers: list[list], timeout: float, write_timeout: float, hedge_after: float):
         self.folder = folder
         self.featurizer, self.upper, self.configs = search
         self.router = router  # the writer's model of the trained items: the cold start; None: queries only
@@ -85,9 +85,12 @@ class ShardedModel:
         self.n_shards = len(workers)
         self.workers = workers  # [shard][replica] actor handles; replica 0 is the primary (it logs)
         self.timeout = timeout
+        self.hedge_after = min(hedge_after, timeout)
         self.write_timeout = write_timeout
         self.writer = router is not None
         self._turn = np.zeros(self.n_shards, dtype=np.int64)  # round robin over replicas
+        self._last = [0] * self.n_shards  # the replica last asked, per shard
+        self._down: dict = {}  # (shard, replica) whose worker died -> its ping, answered once it is back
         self._writes = threading.Lock()  # one write at a time: each shard's writes are numbered in order
         if self.writer:
             self._seq = [s["seq"] for s in self._all(lambda w: w.ping.remote())]
@@ -107,28 +110,31 @@ class ShardedModel:
 
     @classmethod
     def open(cls, folder: str | Path, replicas: int = 1, timeout: float = 2.0, writer: bool = True,
-             write_timeout: float = 600.0, cpus_per_worker: float = 0.0) -> ShardedModel:
+             write_timeout: float = 600.0, cpus_per_worker: float = 0.0, hedge_after: float = 0.1) -> ShardedModel:
         """Serve the sharded directory `folder`: start its workers on the Ray cluster (a local one unless
         ray.init joined another), or attach to those already running for it (named after the directory).
-        timeout: seconds a query batch waits for the shards before it retries another replica, then answers
-        partial; writer: this process writes (it loads the router's cold start with its log); write_timeout:
-        seconds a write waits for all replicas. cpus_per_worker: Ray CPUs each worker reserves (0: no limit on
-        how many share a machine)."""
+        timeout: seconds a query batch waits for the shards, then answers partial; hedge_after: seconds after
+        which a shard's unanswered query is also sent to its next replica (the first answer wins, and the slow
+        one is passed over until it answers a ping; batches that take longer than this should raise it);
+        writer: this process writes (it loads the router's cold start with its log); write_timeout: seconds a
+        write waits for all replicas. cpus_per_worker: Ray CPUs each worker reserves (0: no limit on how many
+        share a machine)."""
         folder = Path(folder).resolve()
         info = read_sharding(folder)
         if not isinstance(replicas, int) or replicas < 1:
             raise ModelError(f"replicas must be an integer >= 1, got {replicas!r}")
-        if not timeout > 0:
-            raise ModelError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not (timeout > 0 and hedge_after > 0):
+            raise ModelError(f"timeout and hedge_after must be > 0 seconds, got {timeout!r} and {hedge_after!r}")
         with np.load(folder / sharding.PLAN) as z:
             cluster_shard = z["cluster_shard"]
         workers = start_workers(folder, replicas, cpus_per_worker)
-        if writer:  # the cold start: featurizer, tree, the trained items' classifiers and titles, generator
+        if writer:  # the cold start: featurizer, tree, the trained items' titles and clusters, generator
             router = XRMetaModel.load(folder / info["router"], log=True)
             search = router.featurizer, router.upper, router.configs
         else:  # what a query reads above the leaves
             router, search = None, modeldir.read_search(folder / info["router"], int(info["n_clusters"]))
-        return cls(folder, search, router, cluster_shard, workers, float(timeout), float(write_timeout))
+        return cls(folder, search, router, cluster_shard, workers, float(timeout), float(write_timeout),
+                   float(hedge_after))
 
     def close(self, stop: bool = True) -> None:
         """Release the router's log; stop: also end the workers (others attached to them lose them)."""
@@ -170,32 +176,34 @@ class ShardedModel:
 
     def _fan_out(self, asked: dict) -> tuple[dict, set]:
         """Send each shard its queries, one replica at a time: a replica that fails, or has not answered within
-        its share of the timeout, is backed up by the next one (the first answer wins). Returns the answers per
-        shard and the shards that gave none in time."""
+        hedge_after, is backed up by the next one (the first answer wins). Returns the answers per shard and the
+        shards that gave none within the timeout."""
         start = time.monotonic()
         deadline = start + self.timeout
         answers, pending, tried, backup_at = {}, {}, {}, {}
         for s, (_, args) in asked.items():
-            pending[self._call(s, args)] = s
+            pending[self._call(s, args)] = s, self._last[s]
             tried[s] = 1
-            backup_at[s] = start + self.timeout / len(self.workers[s])
+            backup_at[s] = start + self.hedge_after
         while pending:
             now = time.monotonic()
             for s in [s for s in asked if s not in answers and tried[s] < len(self.workers[s])
                       and backup_at[s] <= now]:  # slow or dead: ask the next replica too
-                pending[self._call(s, asked[s][1])] = s
+                self._suspect(s, self._last[s])
+                pending[self._call(s, asked[s][1])] = s, self._last[s]
                 tried[s] += 1
-                backup_at[s] = now + self.timeout / len(self.workers[s])
+                backup_at[s] = now + self.hedge_after
             if now >= deadline:
                 break
             waiting = [backup_at[s] for s in asked if s not in answers and tried[s] < len(self.workers[s])]
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(min([deadline] + waiting) - now, 0))
             if not ready:
                 continue
-            s = pending.pop(ready[0])
+            s, r = pending.pop(ready[0])
             try:
                 answer = ray.get(ready[0])
-            except ray.exceptions.RayError:  # the worker died or is restarting
+            except ray.exceptions.RayError:  # the worker died
+                self._suspect(s, r)
                 if s not in answers and tried[s] < len(self.workers[s]):
                     backup_at[s] = time.monotonic()
                 continue
@@ -210,12 +218,23 @@ class ShardedModel:
                 pass
         return answers, set(asked) - set(answers)
 
+    def _suspect(self, s: int, r: int) -> None:
+        """Pass over shard s's replica r until it answers a ping (it died, or let a query go unanswered)."""
+        if len(self.workers[s]) > 1:
+            self._down.setdefault((s, r), self.workers[s][r].ping.remote())
+
     def _call(self, s: int, args: tuple):
-        """Ask shard s's next replica (round robin)."""
-        replicas = self.workers[s]
-        w = replicas[self._turn[s] % len(replicas)]
+        """Ask shard s's next replica (round robin), passing over suspects until they answer a ping (calls to a
+        worker Ray is restarting wait for it)."""
+        if self._down:
+            back, _ = ray.wait(list(self._down.values()), num_returns=len(self._down), timeout=0)
+            self._down = {key: ref for key, ref in self._down.items() if ref not in back}
+        n = len(self.workers[s])
+        up = [r for r in range(n) if (s, r) not in self._down] or list(range(n))
+        r = up[self._turn[s] % len(up)]
         self._turn[s] += 1
-        return w.search.remote(*args)
+        self._last[s] = r
+        return self.workers[s][r].search.remote(*args)
 
     # ------------------------------------------------------------ writes
     @_serialised
