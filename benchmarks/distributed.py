@@ -186,24 +186,6 @@ def local_latency(models: Models, full, items, online, queries, args, beam):
     return latency_rows(result), checks
 
 
-def node_of(pid: int, cluster) -> str:
-    """Which of the cluster's nodes runs process pid: the node whose raylet it descends from (the state API,
-    `ray.util.state.list_actors`, needs the dashboard, which these nodes run without)."""
-    raylets = {}
-    for i, node in enumerate([cluster.head_node] + [n for n in cluster.list_all_nodes() if n is not cluster.head_node]):
-        for name, pinfo in node.live_processes():
-            if name == "raylet":
-                raylets[pinfo.pid if hasattr(pinfo, "pid") else pinfo] = "head (node 1)" if i == 0 else f"node {i + 1}"
-    for _ in range(6):
-        if pid in raylets:
-            return raylets[pid]
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return "?"
-
-
 def two_nodes(models: Models, full, items, online, queries, args, beam) -> dict:
     """2 shards on a 2-node cluster on 127.0.0.1 (one CPU each): where the workers run, latency, equality."""
     from ray.cluster_utils import Cluster
@@ -216,7 +198,9 @@ def two_nodes(models: Models, full, items, online, queries, args, beam) -> dict:
         cluster.wait_for_nodes()
         sm = models.sharded(2, 1, items)
         check = compare(full, sm, queries, args.k, beam)
-        placed = [[s, node_of(r["pid"], cluster), r["pid"]] for s, row in enumerate(sm.status()) for r in row]
+        head = cluster.head_node.node_id
+        placed = [[s, "head (node 1)" if r["node"] == head else "node 2", r["pid"]]
+                  for s, row in enumerate(sm.status()) for r in row]
         systems = {"xrmeta (in process)": lambda q: full.predict(q, k=args.k, beam_size=beam),
                    "ShardedModel 2 shards, 2 nodes": lambda q: sm.predict(q, k=args.k, beam_size=beam)}
         result = throughput(systems, sm.workers[1][0], online, queries, args.repeats, args.seed)
@@ -315,7 +299,49 @@ def kill_run(models: Models, full, items, queries: list[str], replicas: int, sec
     partial = sum(s[1] for s in seen)
     wrong = sum(1 for s in seen if not s[1] and not s[2])
     return [f"2 x {replicas}", len(seen), np.median(lat) * 1e3, lat.max() * 1e3, partial, wrong, back,
-            before["seq"], f"{after['identical']} / {after['total']}", after["partial"]], sm.timeout
+            before["seq"], f"{after['identical']} / {after['total']}", after["partial"]], (sm.timeout, sm.hedge_after)
+
+
+# ---------------------------------------------------------------- 7. capacity plan inputs
+def fan_out(model, queries: list[str], beam: int, counts=(2, 4, 8, 16, 32)) -> list[list]:
+    """Shards a query's beam reaches (its top beam x inserted_beam_factor leaf clusters) when this tree is cut into
+    n shards (`plan_shards`), for each n up to a quarter of the leaf clusters: mean, p90, max; and the largest
+    shard's classifier weights over the mean."""
+    from xrmeta.distributed import plan_shards
+
+    cat = model.catalog
+    weight = np.bincount(cat.slot_cluster.view[: cat.n_base], np.diff(cat.w_ptr.view[: cat.n_base + 1]),
+                         minlength=cat.n_clusters)
+    wide = beam * model.configs.coldstart.inserted_beam_factor
+    clusters, _ = model.upper.top_clusters(model.featurizer.transform(queries), beam, 1, wide)
+    rows = []
+    for n in [c for c in counts if c <= cat.n_clusters // 4]:
+        shard = plan_shards(model.upper, weight, n)
+        reach = np.array([len(set(shard[c[c >= 0]].tolist())) for c in clusters])
+        per = np.bincount(shard, weight, minlength=n)
+        rows.append([n, reach.mean(), np.percentile(reach, 90), reach.max(), per.max() / per.mean()])
+    return rows
+
+
+def capacity(fresh, full, router: dict, n_novel: int, fan: list[list], lat: list[list], args) -> dict:
+    """The 10^8-product plan from this run's figures: bytes per trained and per inserted item, the router's per
+    trained item, the shards a worker budget asks for, and a latency estimate from the measured fan-out cost."""
+    n_base = fresh.catalog.n_base
+    trained = catalogue_bytes(fresh) / n_base
+    inserted = (catalogue_bytes(full) - catalogue_bytes(fresh)) / n_novel
+    routed = (router["catalogue"] + router["selector"]) / n_base
+    n_new = int(args.products * args.new_share)
+    total = (args.products - n_new) * trained + n_new * inserted
+    shards = int(np.ceil(total / (args.worker_gib * 2**30)))
+    by = {r[0]: r for r in lat}
+    x, s1, s2 = (by[name][1] for name in ("xrmeta (in process)", "ShardedModel 1 shard", "ShardedModel 2 shards"))
+    reach2 = fan[0][1] if fan and fan[0][0] == 2 else float("nan")
+    per_extra = (s2 - s1) / max(reach2 - 1, 1e-9)  # ms per further shard a query reaches, calls serialised here
+    widest = fan[-1] if fan else [0, float("nan")]
+    return {"trained": trained, "inserted": inserted, "routed": routed, "n_new": n_new, "total": total / 2**30,
+            "shards": shards, "router": args.products * routed / 2**30, "per_extra": per_extra, "overhead": s1 - x,
+            "fan_n": widest[0], "fan_mean": widest[1],
+            "estimate": s1 + per_extra * (widest[1] - 1)}
 
 
 # ---------------------------------------------------------------- main
@@ -327,6 +353,9 @@ def main(argv=None) -> int:
     p.add_argument("--bulk", type=int, default=10**6, help="made-up titles inserted in the bulk cold start")
     p.add_argument("--bulk-batch", type=int, default=50_000, help="titles per add_items call in the bulk cold start")
     p.add_argument("--kill-seconds", type=float, default=8.0, help="length of each kill-a-shard run")
+    p.add_argument("--products", type=float, default=1e8, help="catalogue size of the capacity plan")
+    p.add_argument("--new-share", type=float, default=0.1, help="share of the plan's products inserted, not trained")
+    p.add_argument("--worker-gib", type=float, default=8.0, help="catalogue GiB per shard worker in the plan")
     args = C.parse(p, argv, online=50, repeats=2, bulk=2000, bulk_batch=1000, kill_seconds=3.0)
     started = time.perf_counter()
     ray = ray_module()
@@ -351,6 +380,8 @@ def main(argv=None) -> int:
         C.log("memory done")
         kills, timeouts = zip(*[kill_run(models, full, items, online, r, args.kill_seconds, args.k, beam)
                                 for r in (1, 2)])
+        fan = fan_out(full, queries, beam)
+        plan_10e8 = capacity(models.fresh(), full, router, len(items[1]), fan, lat, args)
         C.log(f"kill runs: {kills}")
         bk = bulk(models, data, split, args.bulk, args.bulk_batch, args.seed)
         ray.shutdown()
@@ -361,13 +392,13 @@ def main(argv=None) -> int:
             ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     body = render(args, model, full, data, split, plan, beam, eq, lat, lat_checks, mem, router, list(kills), bk,
-                  nodes, BULK_CHUNK, ray.__version__, timeouts[0])
+                  nodes, BULK_CHUNK, ray.__version__, timeouts[0], fan, plan_10e8)
     C.report("distributed", args.dataset, body, started)
     return 0
 
 
 def render(args, model, full, data, split, plan, beam, eq, lat, lat_checks, mem, router, kills, bk, nodes,
-           bulk_chunk, ray_version, timeout) -> str:
+           bulk_chunk, ray_version, timeouts, fan, cap) -> str:
     eq_t = C.table(["shards", "test queries", "identical top-k ids", "share", "max abs score diff",
                     "flagged partial"], eq, ["", "", "", ".1%", ".2e", ""])
     check_t = C.table(["system", "identical top-k rows", "test queries", "max abs score diff", "flagged partial"],
@@ -387,6 +418,8 @@ def render(args, model, full, data, split, plan, beam, eq, lat, lat_checks, mem,
                      [["ShardedModel.add_items (2 shards)", bk["items"], bk["sharded"], bk["items"] / bk["sharded"]],
                       ["XRMetaModel.add_items (threads=-1)", bk["items"], bk["xrmeta"], bk["items"] / bk["xrmeta"]]],
                      ["", ",", ".1f", ",.0f"])
+    fan_t = C.table(["shards", "shards per query, mean", "p90", "max", "largest shard's weights / mean"], fan,
+                    ["", ".2f", ".0f", "", ".2f"])
     by = {r[0]: r for r in lat}
     x, s1, s2 = by["xrmeta (in process)"], by["ShardedModel 1 shard"], by["ShardedModel 2 shards"]
     ping = by[PING]
@@ -397,10 +430,14 @@ def render(args, model, full, data, split, plan, beam, eq, lat, lat_checks, mem,
         equality=eq_t, checks=check_t, latency=lat_t, n_online=args.online, repeats=args.repeats,
         cores=os.cpu_count(), ping_ms=ping[1], s1_ms=s1[1], x_ms=x[1], s2_ms=s2[1],
         ping_share=ping[1] / s1[1], overhead_ms=s1[1] - x[1], s1_batch=s1[5] / x[5], s2_batch=s2[5] / x[5],
-        nodes=nodes_t, placed=placed_t, n_used=len({r[1] for r in nodes["placed"]}), memory=mem_t, router_cat=router["catalogue"] / 2**20,
+        nodes=nodes_t, placed=placed_t, n_used=len({r[1] for r in nodes["placed"]}), memory=mem_t,
+        router_cat=router["catalogue"] / 2**20,
         router_sel=router["selector"] / 2**20, whole=catalogue_bytes(full) / 2**20,
-        router_share=router["catalogue"] / catalogue_bytes(full), timeout=timeout, backup=timeout / 2, kill=kill_t,
-        kill_seconds=args.kill_seconds, bulk=bulk_t, n_bulk=bk["items"], n_dropped=bk["dropped"], bulk_batch=args.bulk_batch,
+        router_share=(router["catalogue"] + router["selector"]) / catalogue_bytes(full), timeout=timeouts[0],
+        hedge=timeouts[1], kill=kill_t, fan=fan_t, wide=beam * model.configs.coldstart.inserted_beam_factor,
+        products=args.products, new_share=args.new_share, worker_gib=args.worker_gib, **cap,
+        kill_seconds=args.kill_seconds, bulk=bulk_t, n_bulk=bk["items"], n_dropped=bk["dropped"],
+        bulk_batch=args.bulk_batch,
         bulk_chunk=bulk_chunk, via=("in Ray tasks of {:,} titles".format(bulk_chunk) if args.bulk_batch > bulk_chunk
                                     else "in the router's process (a batch this small is not split into Ray tasks)"),
         ray=ray_version, bulk_ratio=bk["xrmeta"] / bk["sharded"])

@@ -293,6 +293,11 @@ def test_bad_writes_change_nothing(local_ray, fresh_dir, novel, tmp_path):
             ShardedModel.open(fresh_dir)
     finally:
         sharded.close()
+    (tmp_path / "s" / "shard-001" / "shard.npz").write_bytes(b"not an npz")  # a damaged shard: named, no hang
+    with pytest.raises(ModelError, match="could not load their shard.*shard-001"):
+        ShardedModel.open(tmp_path / "s", write_timeout=60)
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "xrmeta"]
+
 
 
 def test_cli_cuts_a_saved_model(saved_dir, tmp_path, capsys):

@@ -128,6 +128,11 @@ class ShardedModel:
         with np.load(folder / sharding.PLAN) as z:
             cluster_shard = z["cluster_shard"]
         workers = start_workers(folder, replicas, cpus_per_worker)
+        status = ray.get([w.ping.remote() for row in workers for w in row], timeout=write_timeout)
+        failed = [st["error"] for st in status if "error" in st]
+        if failed:
+            stop_workers(folder)
+            raise ModelError(f"{len(failed)} shard workers could not load their shard; the first: {failed[0]}")
         if writer:  # the cold start: featurizer, tree, the trained items' titles and clusters, generator
             router = XRMetaModel.load(folder / info["router"], log=True)
             search = router.featurizer, router.upper, router.configs

@@ -219,6 +219,9 @@ class Shard:
         settings = ShardConfig(**{f: config[f] for f in ShardConfig.__dataclass_fields__})
         catalog = Catalog.load(folder, settings.n_features, settings.post_processor, settings.path_exponent)
         with np.load(folder / ARRAYS) as z:
+            missing = sorted({"clusters", "ids", "keys", "guests", "base_keys"} - set(z.files))
+            if missing:
+                raise ModelError(f"{folder / ARRAYS}: no {missing} (cut by an older xrmeta? cut the model again)")
             key_of = dict(zip(z["ids"].tolist(), z["keys"].tolist()))
             shard = cls(catalog, z["clusters"], key_of, set(z["guests"].tolist()), z["base_keys"], settings,
                         config["seq"])

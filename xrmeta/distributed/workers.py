@@ -37,10 +37,24 @@ class ShardWorker:
     def __init__(self, folder: str, primary: bool):
         self.folder = Path(folder)
         self.primary = primary
-        self.shard = Shard.load(self.folder, log=primary)
+        try:
+            self._shard = Shard.load(self.folder, log=primary)
+            self.error = None
+        except Exception as e:  # kept, not raised: Ray would restart the worker to fail the same way forever
+            self._shard, self.error = None, f"{self.folder}: {e}"
+
+    @property
+    def shard(self) -> Shard:
+        if self._shard is None:
+            raise ModelError(f"this worker could not load its shard: {self.error}")
+        return self._shard
 
     def ping(self) -> dict:
-        return {"pid": os.getpid(), "seq": self.shard.seq, "items": len(self.shard), "primary": self.primary}
+        """Where the worker runs and what it holds, or {"error": why it could not load its shard}."""
+        if self.error is not None:
+            return {"pid": os.getpid(), "error": self.error}
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "seq": self.shard.seq,
+                "items": len(self.shard), "primary": self.primary}
 
     @_read
     def search(self, X, clusters, paths, beam, k, subset, split_probe):
