@@ -27,9 +27,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as smat
 
-from ..data.xmc import new_ids_problem, preview
 from .. import modeldir
 from ..catalog import check_search, checked_queries
+from ..data.xmc import new_ids_problem, preview
 from ..errors import ModelError
 from ..model import XRMetaModel, _as_list, check_beam_size, check_texts, feedback_arguments
 from ..threads import resolve

@@ -57,7 +57,7 @@ class ShardConfig:
 
 
 class Shard:
-    """One shard's catalogue and keys. Not thread-safe: a Ray actor runs one call at a time (`actors`)."""
+    """One shard's catalogue and keys. Not thread-safe: its Ray actor runs one call at a time (`workers`)."""
 
     def __init__(self, catalog: Catalog, clusters: np.ndarray, key_of: dict, guests: set, base_keys: np.ndarray,
                  config: ShardConfig, seq: int = 0):
@@ -70,8 +70,7 @@ class Shard:
         self.guests = guests  # live inserted ids whose best cluster is another shard's
         self.base_keys = np.asarray(base_keys, dtype=np.int64)  # trained slot -> its slot in the whole catalogue
         self.seq = int(seq)  # the last write applied
-        self.log: persist.ItemLog | None = None
-        self.folder: Path | None = None
+        self.log: persist.ItemLog | None = None  # set by load(log=True): every write is logged here first
 
     # ------------------------------------------------------------ queries
     def search(self, X: smat.csr_matrix, clusters: np.ndarray, paths: np.ndarray, beam: int, k: int,
@@ -236,7 +235,7 @@ class Shard:
             if item_log is not None:
                 item_log.close()
             raise
-        shard.log, shard.folder = item_log, folder
+        shard.log = item_log
         return shard
 
 
