@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as smat
 
 # the library's other names the sections use: each import is the one line to change when its module moves
+from xrmeta.catalog import memory
 from xrmeta.coldstart import Selector  # noqa: F401
 from xrmeta import LearnedConfig
 from xrmeta.data import EvalSet, data_home, new_ids_problem, split_for  # noqa: F401
@@ -99,29 +100,8 @@ def nnz_per_item(model, lo: int, hi: int) -> float:
 
 
 def catalog_bytes(model) -> dict[str, int]:
-    """Bytes the catalogue holds: its arrays' live part and allocated capacity (growable buffers double), found by
-    walking its attributes and its own layout objects (so the count follows a new layout), and its ids (list,
-    strings, id -> slot map)."""
-    import sys
-
-    def walk(obj) -> tuple[int, int]:
-        live = allocated = 0
-        for v in vars(obj).values():
-            if hasattr(v, "buf") and hasattr(v, "view"):  # a growable buffer
-                live, allocated = live + v.view.nbytes, allocated + v.buf.nbytes
-            elif isinstance(v, np.ndarray) or (isinstance(v, tuple) and v and
-                                               all(isinstance(a, np.ndarray) for a in v)):
-                n = v.nbytes if isinstance(v, np.ndarray) else sum(a.nbytes for a in v)
-                live, allocated = live + n, allocated + n
-            elif type(v).__module__.startswith("xrmeta") and hasattr(v, "__dict__"):
-                a, b = walk(v)
-                live, allocated = live + a, allocated + b
-        return live, allocated
-
-    c = model.catalog
-    live, allocated = walk(c)
-    return {"live": live, "allocated": allocated,
-            "ids": sys.getsizeof(c.ids) + sum(map(sys.getsizeof, c.ids)) + sys.getsizeof(c.slot_of)}
+    """Bytes the catalogue holds (`catalog.memory`): its arrays' live part, their allocated capacity, its ids."""
+    return memory(model.catalog)
 
 
 def holds(model, item_id: str) -> bool:

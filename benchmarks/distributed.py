@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xrmeta.catalog import memory as catalog_memory
 from xrmeta.model import XRMetaModel
 
 from . import harness as H
@@ -213,7 +214,9 @@ def two_nodes(models: Models, full, items, online, queries, args, beam) -> dict:
 
 # ---------------------------------------------------------------- 4. memory
 def catalogue_bytes(model) -> int:
-    return int(sum(v.nbytes for v in model.catalog.arrays().values()))
+    """What `ShardWorker.memory` counts: the catalogue's live arrays (inserted items' chunks included) and ids."""
+    m = catalog_memory(model.catalog)
+    return m["live"] + m["ids"]
 
 
 def selector_bytes(model) -> int:

@@ -31,6 +31,7 @@ runs in the caller's thread and starts none), so concurrent queries need no numb
 
 from __future__ import annotations
 
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -506,6 +507,29 @@ class Catalog:
         if len(ids) != len(arrays["slot_alive"]):
             raise CatalogError(f"{ids_path}: {len(ids)} ids for {len(arrays['slot_alive'])} slots")
         return cls(arrays, ids, n_features, post_processor, path_exponent)
+
+
+def memory(catalog: Catalog) -> dict[str, int]:
+    """Bytes a catalogue holds: {"live": its arrays' live part, "allocated": their capacity (growable buffers
+    double), "ids": its id list, strings and id -> slot map}. The arrays are found by walking its attributes and
+    layout objects (inserted items' chunks and parts included), so the count follows a new layout."""
+    def walk(obj) -> tuple[int, int]:
+        live = allocated = 0
+        for v in vars(obj).values():
+            if hasattr(v, "buf") and hasattr(v, "view"):  # a growable buffer
+                live, allocated = live + v.view.nbytes, allocated + v.buf.nbytes
+            elif isinstance(v, np.ndarray) or (isinstance(v, tuple) and v and
+                                               all(isinstance(a, np.ndarray) for a in v)):
+                n = v.nbytes if isinstance(v, np.ndarray) else sum(a.nbytes for a in v)
+                live, allocated = live + n, allocated + n
+            elif type(v).__module__.startswith("xrmeta") and hasattr(v, "__dict__"):
+                a, b = walk(v)
+                live, allocated = live + a, allocated + b
+        return live, allocated
+
+    live, allocated = walk(catalog)
+    ids = sys.getsizeof(catalog.ids) + sum(map(sys.getsizeof, catalog.ids)) + sys.getsizeof(catalog.slot_of)
+    return {"live": live, "allocated": allocated, "ids": ids}
 
 
 def check_search(subset: str, k: int) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as smat
 
+from ..catalog import memory
 from ..errors import ModelError
 from .shard import Shard
 
@@ -90,8 +91,9 @@ class ShardWorker:
         return self.shard.seq
 
     def memory(self) -> int:
-        """Bytes of the shard's catalogue arrays (what sharding divides)."""
-        return int(sum(v.nbytes for v in self.shard.catalog.arrays().values()))
+        """Bytes of the shard's catalogue (`catalog.memory`: live arrays, inserted chunks included, and ids)."""
+        m = memory(self.shard.catalog)
+        return m["live"] + m["ids"]
 
 
 def neighbour_rows(nbrs: np.ndarray, primaries: list, timeout: float) -> tuple:
