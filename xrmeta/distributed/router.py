@@ -117,8 +117,8 @@ class ShardedModel:
         which a shard's unanswered query is also sent to its next replica (the first answer wins, and the slow
         one is passed over until it answers a ping; batches that take longer than this should raise it);
         writer: this process writes (it loads the router's cold start with its log); write_timeout: seconds a
-        write waits for all replicas. cpus_per_worker: Ray CPUs each worker reserves (0: no limit on how many
-        share a machine)."""
+        write waits for all replicas. cpus_per_worker: Ray CPUs each worker reserves (at least MIN_CPUS, which
+        puts no practical limit on how many share a machine)."""
         folder = Path(folder).resolve()
         info = read_sharding(folder)
         if not isinstance(replicas, int) or replicas < 1:
@@ -451,6 +451,9 @@ def _worker_name(folder: Path, shard: int, replica: int) -> str:
     return f"xrmeta-{tag}-{shard}-{replica}"
 
 
+MIN_CPUS = 0.001  # what a worker reserves at least: 1000 workers per CPU before Ray refuses one
+
+
 def start_workers(folder: str | Path, replicas: int = 1, cpus: float = 0.0) -> list[list]:
     """The shard workers of a sharded directory, named after it: started where missing (dealt over the
     cluster's nodes; detached, so they outlive the process that started them), attached where running. They
@@ -460,10 +463,11 @@ def start_workers(folder: str | Path, replicas: int = 1, cpus: float = 0.0) -> l
     info = read_sharding(folder)
     actor = ray.remote(ShardWorker)
     # dealt over the alive nodes in turn (Ray's SPREAD placed every 0-CPU worker on one node of two); soft: a
-    # worker restarts elsewhere if its node is gone
+    # worker restarts elsewhere if its node is gone. Ray ignores a soft affinity that asks for no resource
+    # (measured: 2 workers on 2 nodes landed at random), so every worker asks for at least MIN_CPUS.
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     return [[actor.options(name=_worker_name(folder, s, r), namespace=NAMESPACE, get_if_exists=True,
-                           lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=cpus,
+                           lifetime="detached", max_restarts=-1, max_task_retries=-1, num_cpus=max(cpus, MIN_CPUS),
                            scheduling_strategy=NodeAffinitySchedulingStrategy(
                                nodes[(s * replicas + r) % len(nodes)], soft=True)
                            ).remote(str(folder / name), r == 0)
