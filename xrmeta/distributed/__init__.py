@@ -2,8 +2,8 @@
 replicas, and `ShardedModel`, the router with `XRMetaModel`'s API (`router`). Needs Ray:
 `pip install 'xrmeta[distributed]'`."""
 
-from .sharding import cut, plan_shards
 from .router import ShardedModel, ShardedResults
 from .shard import Shard
+from .sharding import cut, plan_shards
 
 __all__ = ["Shard", "ShardedModel", "ShardedResults", "cut", "plan_shards"]

@@ -386,7 +386,7 @@ class ShardedModel:
             self._seq[s] += 1
             record = make(self._seq[s])
             refs += [(s, w.apply.remote(record)) for w in self.workers[s]]
-        done, waiting = ray.wait([r for _, r in refs], num_returns=len(refs), timeout=self.write_timeout)
+        _, waiting = ray.wait([r for _, r in refs], num_returns=len(refs), timeout=self.write_timeout)
         if waiting:
             late = sorted({s for s, r in refs if r in waiting})
             raise ModelError(f"shards {late} did not confirm the write within {self.write_timeout} s; it is queued "

@@ -41,7 +41,8 @@ class ShardWorker:
         try:
             self._shard = Shard.load(self.folder, log=primary)
             self.error = None
-        except Exception as e:  # kept, not raised: Ray would restart the worker to fail the same way forever
+        # kept, not raised: Ray would restart the worker to fail the same way forever
+        except Exception as e:  # noqa: BLE001
             self._shard, self.error = None, f"{self.folder}: {e}"
 
     @property
