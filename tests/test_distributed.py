@@ -167,19 +167,19 @@ def test_sharded_model_equals_the_model(local_ray, fresh_dir, novel, test_querie
 
 def test_bulk_cold_start_runs_in_ray_tasks(local_ray, fresh_dir, novel, test_queries, tmp_path, monkeypatch):
     monkeypatch.setattr(router, "BULK_CHUNK", 50)
-    calls = []
-    real = router.synthesize_chunk
-    monkeypatch.setattr(router, "synthesize_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = XRMetaModel.load(fresh_dir)
-    sharded = ShardedModel.from_model(model, 2, out=tmp_path / "s")
+    sharded = ShardedModel.from_model(model, 2, replicas=2, out=tmp_path / "s")
     try:
+        ray.get([w.ping.remote() for row in sharded.workers for w in row])
+        # the workers' CPU reservations leave room for one bulk task per core
+        assert ray.available_resources()["CPU"] // router.TASK_CPUS == 2
         titles, ids = novel
         for m in (model, sharded):
             m.add_items(titles[:180], ids[:180])
         assert_same(model, sharded, test_queries[:200])
         with pytest.raises(ModelError, match="no n-gram"):  # a bad title in any task: nothing written
             sharded.add_items(titles[180:250] + ["ʬʬʬ"], ids[180:250] + ["odd"])
-        assert [s[0]["seq"] for s in sharded.status()] == [1, 1]
+        assert [r["seq"] for row in sharded.status() for r in row] == [1, 1, 1, 1]
     finally:
         sharded.close()
 

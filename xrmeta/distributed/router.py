@@ -44,6 +44,9 @@ except ImportError:  # pragma: no cover - the message is the point
     ray = None
 
 BULK_CHUNK = 20_000  # add_items of more titles than this synthesizes them in parallel Ray tasks of this size
+# a bulk task's CPUs, short of 1 so that the workers' MIN_CPUS do not cost a node a task (2 workers' 0.002 on 2
+# cores left room for one 1-CPU task: 10^6 titles took 94 s against 81 s in process, 1.3x faster before)
+TASK_CPUS = 0.99
 
 
 class ShardedResults(NamedTuple):
@@ -287,7 +290,7 @@ class ShardedModel:
                 return synthesize_sharded(self.router.coldstart, S, primaries, threads, self.write_timeout)
         else:
             log = Path(self.router.workdir) / "items.log"
-            task = ray.remote(synthesize_chunk)
+            task = ray.remote(num_cpus=TASK_CPUS)(synthesize_chunk)
             starts = range(0, len(titles), BULK_CHUNK)
             parts = ray.get([task.remote(str(self.router.workdir), log.stat().st_size if log.exists() else 0,
                                          titles[a: a + BULK_CHUNK], primaries, self.write_timeout)
@@ -451,7 +454,7 @@ def _worker_name(folder: Path, shard: int, replica: int) -> str:
     return f"xrmeta-{tag}-{shard}-{replica}"
 
 
-MIN_CPUS = 0.001  # what a worker reserves at least: 1000 workers per CPU before Ray refuses one
+MIN_CPUS = 0.0001  # what a worker reserves at least (Ray's smallest unit)
 
 
 def start_workers(folder: str | Path, replicas: int = 1, cpus: float = 0.0) -> list[list]:
