@@ -44,8 +44,8 @@ except ImportError:  # pragma: no cover - the message is the point
     ray = None
 
 BULK_CHUNK = 20_000  # add_items of more titles than this synthesizes them in parallel Ray tasks of this size
-# a bulk task's CPUs, short of 1 so that the workers' MIN_CPUS do not cost a node a task (2 workers' 0.002 on 2
-# cores left room for one 1-CPU task: 10^6 titles took 94 s against 81 s in process, 1.3x faster before)
+# a bulk task's CPUs, short of 1 so that the workers' MIN_CPUS do not cost a node a task (2 workers' reservations
+# on 2 cores leave room for one 1-CPU task)
 TASK_CPUS = 0.99
 
 
