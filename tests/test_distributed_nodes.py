@@ -3,13 +3,14 @@ the XRMetaModel's. Its own module: it needs its own Ray cluster, not test_distri
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 from xrmeta.distributed import ShardedModel
 from xrmeta.model import XRMetaModel
+
+from .test_distributed import assert_same
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,6 @@ def test_workers_are_dealt_over_both_nodes(two_nodes, trained, novel, test_queri
         assert all(len(set(row)) == 2 for row in nodes)  # a shard's replicas on different nodes
         for m in (model, sharded):
             m.add_items(*novel)
-        want, got = model.predict(test_queries), sharded.predict(test_queries)
-        assert not got.partial.any()
-        np.testing.assert_array_equal(got.ids, want.ids)
-        np.testing.assert_array_equal(got.scores, want.scores)
+        assert_same(model, sharded, test_queries)
     finally:
         sharded.close()
