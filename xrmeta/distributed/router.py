@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - the message is the point
     ray = None
 
 BULK_CHUNK = 20_000  # add_items of more titles than this synthesizes them in parallel Ray tasks of this size
+MIN_CPUS = 0.0001  # what a shard worker reserves at least (Ray's smallest unit; see start_workers)
 # a bulk task's CPUs, short of 1 so that the workers' MIN_CPUS do not cost a node a task (2 workers' reservations
 # on 2 cores leave room for one 1-CPU task)
 TASK_CPUS = 0.99
@@ -452,9 +453,6 @@ NAMESPACE = "xrmeta"  # the workers' Ray namespace: routers in any job find them
 def _worker_name(folder: Path, shard: int, replica: int) -> str:
     tag = hashlib.sha256(str(Path(folder).resolve()).encode("utf-8")).hexdigest()[:12]
     return f"xrmeta-{tag}-{shard}-{replica}"
-
-
-MIN_CPUS = 0.0001  # what a worker reserves at least (Ray's smallest unit)
 
 
 def start_workers(folder: str | Path, replicas: int = 1, cpus: float = 0.0) -> list[list]:
